@@ -1,0 +1,226 @@
+"""Read one experiment directory (the study's output contract) into typed DataFrames.
+
+Loading is deliberately forgiving about what a live, interrupted or resumed study has not
+written yet (progress files, re-runs, teachers) and strict about what makes every number
+meaningless (no study.json or summary.csv, or files that do not parse). The first kind
+becomes a human-readable note in `Experiment.missing`, which the report prints; the second
+raises `ExperimentError` naming the path and the problem.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+class ExperimentError(Exception):
+    """The directory is not a readable experiment; the message names the path and the problem."""
+
+
+# Without these a summary row cannot be placed in any table.
+REQUIRED_TRIAL_COLUMNS = ("trial_id", "stage", "cell", "method", "student", "status")
+NUMERIC_TRIAL_COLUMNS = (
+    "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "tau_max",
+    "stage_epochs", "lr", "weight_decay", "temperature", "alpha", "psi_epochs", "margin",
+    "best_val_acc", "test_acc", "epochs_run", "epochs_budget", "seconds",
+)
+TEXT_TRIAL_COLUMNS = ("dataset", "teacher", "assistant", "config", "reason", "node", "trial_dir")
+TEACHER_COLUMNS = ("role", "arch", "params", "best_val_acc", "test_acc", "epochs", "seconds")
+# Joined into every progress row so per-epoch data can be grouped without a merge.
+EPOCH_KEYS = ("trial_id", "cell", "method", "student", "stage")
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+
+
+@dataclass
+class Experiment:
+    path: Path
+    info: dict[str, Any]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    teachers: pd.DataFrame
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.info.get("name") or self.path.name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.info.get("config") or {}
+
+    @property
+    def status(self) -> str:
+        return str(self.info.get("status") or "unknown")
+
+    @property
+    def dataset(self) -> str:
+        if self.config.get("dataset"):
+            return str(self.config["dataset"])
+        values = self.trials["dataset"].dropna().unique()
+        return str(values[0]) if len(values) else ""
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    if not path.is_dir():
+        raise ExperimentError(f"{path}: no such experiment directory")
+    info = _read_info(path / "study.json")
+    missing: list[str] = []
+    trials = _read_trials(path / "summary.csv", missing)
+    teachers = _read_teachers(path / "teachers.csv", missing)
+    epochs = _read_epochs(path, trials, missing)
+    missing[:0] = _study_notes(info, trials)  # the study-level state reads best first
+    return Experiment(path, info, trials, epochs, teachers, missing)
+
+
+def _read_info(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise ExperimentError(f"{file}: missing; an experiment directory holds study.json and summary.csv")
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExperimentError(f"{file}: not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise ExperimentError(f"{file}: expected a JSON object, found {type(info).__name__}")
+    if not isinstance(info.get("config", {}), dict):
+        raise ExperimentError(f"{file}: 'config' must be a JSON object")
+    return info
+
+
+def _read_csv(file: Path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(file, keep_default_na=True)
+    except pd.errors.EmptyDataError as exc:
+        raise ExperimentError(f"{file}: empty file, expected a CSV header ({what})") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ExperimentError(f"{file}: not a readable CSV ({what}): {exc}") from exc
+
+
+def as_bool(values: pd.Series) -> pd.Series:
+    """CSV booleans as Tune and pandas write them ("True", "true", 1, empty)."""
+    return values.map(lambda v: BOOL_WORDS.get(str(v).strip().lower(), False) if pd.notna(v) else False)
+
+
+def _read_trials(file: Path, missing: list[str]) -> pd.DataFrame:
+    if not file.is_file():
+        raise ExperimentError(f"{file}: missing; an experiment directory holds study.json and summary.csv")
+    trials = _read_csv(file, "one row per trial")
+    absent = [c for c in REQUIRED_TRIAL_COLUMNS if c not in trials.columns]
+    if absent:
+        raise ExperimentError(f"{file}: not a trial summary, columns {absent} are missing "
+                              f"(found {list(trials.columns)[:8]})")
+    for col in ("trial_id", "stage", "cell", "method", "student", "status"):
+        trials[col] = trials[col].astype("string").fillna("").astype(str)
+    for col in TEXT_TRIAL_COLUMNS:
+        trials[col] = trials[col].astype("string").fillna("").astype(str) if col in trials else ""
+    for col in NUMERIC_TRIAL_COLUMNS:
+        trials[col] = pd.to_numeric(trials[col], errors="coerce") if col in trials else float("nan")
+    trials["seed"] = trials["seed"].astype("Int64")
+    # Audit re-runs are marked twice by the contract (stage and flag); either is enough.
+    flag = as_bool(trials["audit"]) if "audit" in trials else False
+    trials["audit"] = (trials["stage"] == "audit") | flag
+    # A resumed study may append a trial again; its latest row is the truth.
+    dupes = trials["trial_id"].duplicated(keep="last")
+    if dupes.any():
+        missing.append(f"summary.csv lists {int(dupes.sum())} trial(s) more than once "
+                       f"(a resumed study?); the last row of each is used")
+        trials = trials[~dupes]
+    return trials.reset_index(drop=True)
+
+
+def _read_teachers(file: Path, missing: list[str]) -> pd.DataFrame:
+    if not file.is_file():
+        missing.append("teachers.csv is missing: teacher accuracy comes from summary.csv, "
+                       "if recorded there")
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in TEACHER_COLUMNS})
+    teachers = _read_csv(file, "teacher and assistant")
+    for col in TEACHER_COLUMNS:
+        if col not in teachers:
+            teachers[col] = float("nan")
+    for col in ("params", "best_val_acc", "test_acc", "epochs", "seconds"):
+        teachers[col] = pd.to_numeric(teachers[col], errors="coerce")
+    teachers["role"] = teachers["role"].astype("string").fillna("").astype(str)
+    teachers["arch"] = teachers["arch"].astype("string").fillna("").astype(str)
+    if not (teachers["role"] == "teacher").any():
+        missing.append("teachers.csv has no teacher row (the teacher may still be training)")
+    return teachers
+
+
+def _read_epochs(root: Path, trials: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
+    frames, absent, unreadable = [], [], []
+    for trial in trials.itertuples(index=False):
+        if not trial.trial_dir:
+            absent.append(trial.trial_id)
+            continue
+        file = root / trial.trial_dir / "progress.csv"
+        if not file.is_file():
+            absent.append(trial.trial_id)
+            continue
+        try:
+            progress = pd.read_csv(file)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+            # A worker killed mid-write leaves a truncated file; the trial row still counts.
+            unreadable.append(trial.trial_id)
+            continue
+        # Tune writes its own trial_id; keep it, but the summary's key is the one we join on.
+        progress = progress.rename(columns={k: f"tune_{k}" for k in EPOCH_KEYS if k in progress})
+        for key in EPOCH_KEYS:
+            progress[key] = getattr(trial, key)
+        frames.append(progress)
+    if absent:
+        missing.append(f"{len(absent)} trial(s) have no progress.csv (no learning curve): "
+                       f"{_short_list(absent)}")
+    if unreadable:
+        missing.append(f"{len(unreadable)} progress.csv file(s) could not be parsed: {_short_list(unreadable)}")
+    if not frames:
+        return pd.DataFrame(columns=[*EPOCH_KEYS, "epoch", "phase", "T", "val_acc"])
+    epochs = pd.concat(frames, ignore_index=True)
+    for col in epochs.columns:
+        if col in ("stage_end", "done"):
+            epochs[col] = as_bool(epochs[col])
+        elif col not in (*EPOCH_KEYS, "phase_name") and not col.startswith("tune_"):
+            converted = pd.to_numeric(epochs[col], errors="coerce")
+            # Keep text columns (node_ip, date, hostname) as they are.
+            if converted.notna().sum() >= epochs[col].notna().sum():
+                epochs[col] = converted
+    return epochs[[*EPOCH_KEYS, *[c for c in epochs.columns if c not in EPOCH_KEYS]]]
+
+
+def _study_notes(info: dict[str, Any], trials: pd.DataFrame) -> list[str]:
+    """What a reader must know before trusting the tables: unfinished parts of the study."""
+    notes = []
+    status = info.get("status") or "unknown"
+    if status != "finished":
+        notes.append(f"study status is '{status}' (not finished): every table below is partial")
+    if trials.empty:
+        notes.append("summary.csv has no trials yet")
+        return notes
+    config = info.get("config") or {}
+    expected = [f"{s}-{m}" for s in config.get("students") or [] for m in config.get("methods") or []]
+    not_started = [c for c in expected if c not in set(trials["cell"])]
+    if not_started:
+        notes.append(f"{len(not_started)} cell(s) have no trials at all: {_short_list(not_started)}")
+    running = trials[trials["status"] == "running"]
+    if len(running):
+        notes.append(f"{len(running)} trial(s) still have status 'running': {_short_list(running['trial_id'])}")
+    failed = trials[trials["status"] == "failed"]
+    for trial in failed.itertuples(index=False):
+        notes.append(f"trial {trial.trial_id} ({trial.cell}, {trial.stage}) failed: {trial.reason or 'no reason recorded'}")
+    seeds = config.get("rerun_seeds")
+    for cell in sorted(set(trials["cell"])):
+        reruns = trials[(trials["cell"] == cell) & (trials["stage"] == "rerun") & (trials["status"] == "completed")]
+        if reruns.empty:
+            notes.append(f"cell {cell} has no completed re-runs: its headline number is the best search "
+                         f"trial (one seed, source 'search')")
+        elif isinstance(seeds, int) and len(reruns) < seeds:
+            notes.append(f"cell {cell} has {len(reruns)} of {seeds} re-run seeds completed")
+    return notes
+
+
+def _short_list(items, limit: int = 6) -> str:
+    items = [str(i) for i in items]
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

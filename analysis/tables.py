@@ -1,0 +1,311 @@
+"""The report's tables: pure pandas functions of a loaded Experiment, one DataFrame each.
+
+Headline numbers come from the seed re-runs of each cell's best search configuration
+(mean and sample std, ddof 1, over seeds). Search trials are only a fallback, and every
+table that uses one says so in its `source` column: a single search trial was selected
+on validation among many, so its test accuracy is one optimistic draw, not a mean.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.load import Experiment
+
+REFERENCE_CSV = Path(__file__).parent / "reference" / "published_results.csv"
+METHOD_ORDER = ("ce", "kd", "takd", "annealing", "continuation")
+SELECTION_RULE = "checkpoint with best validation accuracy; test accuracy reported for that checkpoint"
+PAPER_SELECTION_RULE = ("checkpoint with best TEST accuracy (paper_protocol, as the official code); "
+                        "test accuracy of that checkpoint, optimistic by construction")
+# What is known about how each published figure was obtained (SPEC §2.3, §5), keyed by how
+# the source text of a reference row starts (its primary source).
+PUBLISHED_PROTOCOLS = (
+    ("RepDistiller", "published: last-epoch accuracy after 240 epochs"),
+    ("TAKD repo issue", "published: best epoch chosen on the test set (TAKD code), one seed"),
+    ("Continuation-KD", "published: selection rule and seed count not stated per row "
+                        "(the official Annealing-KD and TAKD code pick the best test epoch)"),
+)
+
+
+def method_key(method: str) -> tuple[int, str]:
+    """Sort key: methods in the order of the paper's tables, unknown ones after, by name."""
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def sort_rows(df: pd.DataFrame, *by: str) -> pd.DataFrame:
+    if df.empty:
+        return df.reset_index(drop=True)
+    keys = {c: (df[c].map(method_key) if c == "method" else df[c]) for c in by}
+    order = pd.DataFrame(keys).sort_values(list(by), kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def completed(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
+    return trials[(trials["stage"] == stage) & (trials["status"] == "completed")]
+
+
+def teacher_accuracy(exp: Experiment) -> float:
+    """The teacher's test accuracy: teachers.csv first, else what summary.csv carries."""
+    rows = exp.teachers[exp.teachers["role"] == "teacher"]["test_acc"].dropna()
+    if len(rows):
+        return float(rows.iloc[-1])
+    values = exp.trials["teacher_test_acc"].dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def capacity_ratios(exp: Experiment) -> pd.Series:
+    """Teacher/student parameter ratio per student; CE rows may leave it empty, others fill it."""
+    trials = exp.trials
+    ratio = trials.groupby("student")["capacity_ratio"].max()
+    teacher_params = trials["teacher_params"].dropna()
+    if len(teacher_params):
+        derived = teacher_params.iloc[0] / trials.groupby("student")["student_params"].max()
+        ratio = ratio.fillna(derived)
+    return ratio
+
+
+def _cells(exp: Experiment) -> pd.DataFrame:
+    """Per cell: best completed search trial and the re-run statistics of its configuration."""
+    trials, ratios = exp.trials, capacity_ratios(exp)
+    rows = []
+    for cell, group in trials.groupby("cell", sort=False):
+        search = completed(group, "search").dropna(subset=["best_val_acc"])
+        best = search.loc[search["best_val_acc"].idxmax()] if len(search) else None
+        reruns = completed(group, "rerun")["test_acc"].dropna()
+        rows.append({
+            "cell": cell, "method": group["method"].iloc[0], "student": group["student"].iloc[0],
+            "capacity_ratio": ratios.get(group["student"].iloc[0], math.nan),
+            "best_trial_id": best["trial_id"] if best is not None else "",
+            "best_config": best["config"] if best is not None else "",
+            "best_val_acc": best["best_val_acc"] if best is not None else math.nan,
+            "best_search_test_acc": best["test_acc"] if best is not None else math.nan,
+            "test_mean": reruns.mean() if len(reruns) else math.nan,
+            "test_std": reruns.std() if len(reruns) > 1 else math.nan,
+            "n_seeds": len(reruns),
+        })
+    columns = ["cell", "method", "student", "capacity_ratio", "best_trial_id", "best_config",
+               "best_val_acc", "best_search_test_acc", "test_mean", "test_std", "n_seeds"]
+    return sort_rows(pd.DataFrame(rows, columns=columns), "capacity_ratio", "student", "method")
+
+
+def best_configs(exp: Experiment) -> pd.DataFrame:
+    return _cells(exp).drop(columns=["best_search_test_acc"])
+
+
+def gap_table(exp: Experiment) -> pd.DataFrame:
+    cells = _cells(exp)
+    rerun = cells["n_seeds"] > 0
+    teacher = teacher_accuracy(exp)
+    table = pd.DataFrame({
+        "method": cells["method"], "student": cells["student"], "capacity_ratio": cells["capacity_ratio"],
+        "test_mean": cells["test_mean"].where(rerun, cells["best_search_test_acc"]),
+        "test_std": cells["test_std"].where(rerun, math.nan),
+        "n_seeds": cells["n_seeds"].where(rerun, cells["best_search_test_acc"].notna().astype(int)),
+        # "search": no re-runs yet, one trial chosen on validation among many (optimistic).
+        "source": np.where(rerun, "rerun", np.where(cells["best_search_test_acc"].notna(), "search", "none")),
+        "teacher_test_acc": teacher,
+    })
+    table["gap"] = table["teacher_test_acc"] - table["test_mean"]
+    return table
+
+
+def gain_over_ce(exp: Experiment) -> pd.DataFrame:
+    """Gain over CE paired by seed: the same seed shares data order and initialisation, so the
+    paired difference removes the seed-to-seed spread both methods have in common."""
+    reruns = completed(exp.trials, "rerun").dropna(subset=["test_acc", "seed"])
+    per_seed = reruns.groupby(["method", "student", "seed"], as_index=False)["test_acc"].mean()
+    ce = per_seed[per_seed["method"] == "ce"].drop(columns="method").rename(columns={"test_acc": "ce_acc"})
+    ratios, rows = capacity_ratios(exp), []
+    cells = exp.trials[exp.trials["method"] != "ce"][["method", "student"]].drop_duplicates()
+    for method, student in cells.itertuples(index=False):
+        mine = per_seed[(per_seed["method"] == method) & (per_seed["student"] == student)]
+        diff = (mine.merge(ce, on=["student", "seed"])
+                .pipe(lambda d: d["test_acc"] - d["ce_acc"]))
+        n = len(diff)
+        mean = diff.mean() if n else math.nan
+        std = diff.std() if n > 1 else math.nan
+        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        rows.append({"method": method, "student": student,
+                     "capacity_ratio": ratios.get(student, math.nan), "gain_mean": mean,
+                     "gain_std": std, "n_pairs": n, "ci95_low": mean - half, "ci95_high": mean + half})
+    columns = ["method", "student", "capacity_ratio", "gain_mean", "gain_std", "n_pairs", "ci95_low", "ci95_high"]
+    return sort_rows(pd.DataFrame(rows, columns=columns), "capacity_ratio", "student", "method")
+
+
+def ranking(exp: Experiment) -> pd.DataFrame:
+    """Rank of each method at each capacity level (1 = best mean test accuracy; ties share)."""
+    table = gap_table(exp)[["capacity_ratio", "student", "method", "test_mean", "source"]].copy()
+    table["rank"] = table.groupby("student")["test_mean"].rank(ascending=False, method="min").astype("Int64")
+    return sort_rows(table, "capacity_ratio", "student", "rank")
+
+
+def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
+    reference = pd.read_csv(path, keep_default_na=False)
+    reference["value"] = pd.to_numeric(reference["value"], errors="coerce")
+    return reference
+
+
+def paper_comparison(exp: Experiment, reference: pd.DataFrame | str | Path | None = None) -> pd.DataFrame:
+    """Our numbers next to every published one with the same dataset, teacher, student and method.
+
+    CE trains without a teacher, so it matches on dataset and student alone (published
+    "vanilla" rows list the student as its own teacher). Teachers and assistants match rows
+    of method "teacher" and "kd_teacher_assistant" (the study trains its assistant by KD).
+    """
+    if not isinstance(reference, pd.DataFrame):
+        reference = load_reference(reference or REFERENCE_CSV)
+    teacher = str(exp.config.get("teacher") or first_value(exp.trials["teacher"]))
+    ours = gap_table(exp)[["method", "student", "test_mean", "test_std", "n_seeds", "source"]]
+    ours = ours.assign(teacher=teacher)
+    roles = {"teacher": "teacher", "assistant": "kd_teacher_assistant"}
+    trained = exp.teachers[exp.teachers["role"].isin(list(roles))]
+    ours = pd.concat([ours, pd.DataFrame({
+        "method": trained["role"].map(roles), "student": trained["arch"], "teacher": teacher,
+        "test_mean": trained["test_acc"], "test_std": math.nan, "n_seeds": 1,
+        "source": "trained once"})], ignore_index=True)
+    ref = reference[reference["dataset"] == exp.dataset]
+    rows = []
+    for row in ours.itertuples(index=False):
+        hits = ref[(ref["method"] == row.method) & (ref["student"] == row.student)]
+        if row.method != "ce":
+            hits = hits[hits["teacher"] == row.teacher]
+        for hit in hits.itertuples(index=False):
+            rows.append({
+                "dataset": exp.dataset, "teacher": row.teacher, "student": row.student, "method": row.method,
+                "ours": row.test_mean, "ours_std": row.test_std, "ours_n": row.n_seeds,
+                "ours_source": row.source, "published": hit.value, "difference": row.test_mean - hit.value,
+                "published_metric": f"{hit.metric} ({hit.split})", "published_source": hit.source,
+                "protocol_notes": "; ".join(_protocol_notes(exp, row, hit)),
+            })
+    columns = ["dataset", "teacher", "student", "method", "ours", "ours_std", "ours_n", "ours_source",
+               "published", "difference", "published_metric", "published_source", "protocol_notes"]
+    return sort_rows(pd.DataFrame(rows, columns=columns), "student", "method")
+
+
+def _protocol_notes(exp: Experiment, ours, published) -> list[str]:
+    notes = [f"ours: {PAPER_SELECTION_RULE if exp.config.get('paper_protocol') else 'selected on validation'}"]
+    notes += [note for key, note in PUBLISHED_PROTOCOLS if published.source.startswith(key)]
+    if ours.method in ("teacher", "kd_teacher_assistant"):
+        epochs = exp.teachers.loc[exp.teachers["arch"] == ours.student, "epochs"].dropna()
+        notes.append(f"ours: trained once, {int(epochs.iloc[0])} epochs" if len(epochs) else "ours: trained once")
+    else:
+        epochs = exp.config.get("epochs")
+        notes.append(f"ours: {epochs} epochs per run" if epochs else "ours: epoch budget not recorded")
+        notes.append("ours: ONE search trial, no re-runs" if ours.source == "search"
+                     else f"ours: mean of {ours.n_seeds} seed(s)")
+    if published.metric != "accuracy" or published.split != "test":
+        notes.append(f"metric differs: published {published.metric} on {published.split}, ours test accuracy")
+    return notes
+
+
+def pruning_audit(exp: Experiment) -> pd.DataFrame:
+    """Search effort per cell and what pruning saved.
+
+    Only pruned trials save epochs: a failed or still-running trial stopped (or has not
+    finished) for another reason, so counting its unused budget would flatter the pruner.
+    """
+    trials, rows = exp.trials, []
+    default_budget = exp.config.get("epochs", math.nan)
+    for cell, group in trials.groupby("cell", sort=False):
+        search = group[group["stage"] == "search"]
+        budget = search["epochs_budget"].fillna(default_budget)
+        pruned = search["status"] == "pruned"
+        saved = float((budget[pruned] - search.loc[pruned, "epochs_run"]).sum())
+        run = float(search["epochs_run"].sum())
+        best = completed(search, "search")["best_val_acc"].max()
+        audits = group[group["audit"] & (group["status"] == "completed")]["best_val_acc"].dropna()
+        rows.append({
+            "cell": cell, "method": group["method"].iloc[0], "student": group["student"].iloc[0],
+            "trials": len(search), **{s: int((search["status"] == s).sum())
+                                      for s in ("completed", "pruned", "failed", "running")},
+            "epochs_run": run, "epochs_without_pruning": run + saved, "epochs_saved": saved,
+            "saved_ratio": saved / (run + saved) if run + saved else math.nan,
+            "best_search_val_acc": best, "audited": len(audits),
+            "audited_beat_best": int((audits > best).sum()) if len(audits) else pd.NA,
+        })
+    columns = ["cell", "method", "student", "trials", "completed", "pruned", "failed", "running",
+               "epochs_run", "epochs_without_pruning", "epochs_saved", "saved_ratio",
+               "best_search_val_acc", "audited", "audited_beat_best"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["audited_beat_best"] = table["audited_beat_best"].astype("Int64")
+    return sort_rows(table, "student", "method")
+
+
+def protocol(exp: Experiment) -> list[tuple[str, str]]:
+    """The facts a reader needs before trusting any number, in reading order."""
+    info, cfg, trials = exp.info, exp.config, exp.trials
+    seeds = sorted(int(s) for s in completed(trials, "rerun")["seed"].dropna().unique())
+    params = trials.groupby("student")["student_params"].max()
+    students = ", ".join(f"{s} ({_count(params.get(s))} params, ratio {r:.2f})"
+                         for s, r in capacity_ratios(exp).sort_values().items())
+    teacher = cfg.get("teacher") or first_value(trials["teacher"])
+    versions = info.get("versions") or {}
+    hardware = info.get("hardware") or {}
+    return [
+        ("Study", f"{exp.name} (preset {info.get('preset') or 'none'}), status {exp.status}, "
+                  f"started {info.get('started') or '?'}, finished {info.get('finished') or 'not yet'}"),
+        ("Dataset", exp.dataset or "not recorded"),
+        ("Splits", _splits(exp.dataset, cfg)),
+        ("Teacher", f"{teacher}, test accuracy {_num(teacher_accuracy(exp))}"
+                    + (f"; assistant {cfg['assistant']}" if cfg.get("assistant") else "")),
+        ("Students", students or "none yet"),
+        ("Methods", ", ".join(sorted(set(trials["method"]) | set(cfg.get("methods") or []), key=method_key))),
+        ("Epoch budget", f"{cfg['epochs']} epochs per trial, all phases included" if cfg.get("epochs")
+                         else "not recorded in study.json"),
+        ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else SELECTION_RULE),
+        ("Search", f"{cfg.get('trials_per_cell', '?')} trials per cell; sampler "
+                   f"{cfg.get('sampler') or 'not recorded'}; pruner {cfg.get('pruner') or 'not recorded'}"),
+        ("Seeds", f"study seed {cfg.get('seed', '?')}; {cfg.get('rerun_seeds', '?')} re-run seeds per cell "
+                  f"(seeds seen: {', '.join(map(str, seeds)) or 'none'})"),
+        ("Headline numbers", "test accuracy (%) of the re-runs: mean ± sample std (ddof 1) over seeds"),
+        ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"),
+        ("Git revision", str(info.get("git_revision") or "not recorded")),
+        ("Hardware", f"{hardware.get('nodes', '?')} node(s), {hardware.get('cpus', '?')} CPUs, "
+                     f"{hardware.get('gpus', '?')} GPUs"
+                     + (f" ({', '.join(hardware['gpu_names'])})" if hardware.get("gpu_names") else "")),
+        ("Compute", _compute(exp)),
+    ]
+
+
+def _splits(dataset: str, cfg: dict[str, Any]) -> str:
+    val = cfg.get("val_size")
+    if dataset in ("cifar10", "cifar100"):
+        val = val or 5000
+        return (f"{50_000 - val:,} train / {val:,} validation (held out of the training set, "
+                f"seed {cfg.get('data_seed', 0)}) / 10,000 test")
+    if dataset == "mnist1d":
+        n, val = cfg.get("num_samples", 5000), val or 500
+        return f"{int(0.8 * n) - val:,} train / {val:,} validation / {n - int(0.8 * n):,} test (generated, {n:,} samples)"
+    return "not recorded in study.json"
+
+
+def _compute(exp: Experiment) -> str:
+    cfg = exp.config
+    resources = cfg.get("resources_per_trial") or {}
+    cpu = resources.get("cpu", cfg.get("cpus_per_trial"))
+    gpu = resources.get("gpu", cfg.get("gpus_per_trial"))
+    hours = exp.trials["seconds"].sum() / 3600
+    teacher_hours = exp.teachers["seconds"].dropna().sum() / 3600
+    tail = f"; teachers {teacher_hours:.2f} h wall-clock"
+    if cpu is None and gpu is None:
+        return f"{hours:.2f} trial-hours (resources per trial not recorded){tail}"
+    return (f"{hours * (cpu or 0):.2f} CPU-hours, {hours * (gpu or 0):.2f} GPU-hours "
+            f"({hours:.2f} trial-hours × {cpu or 0} CPU, {gpu or 0} GPU per trial){tail}")
+
+
+def first_value(values: pd.Series) -> str:
+    values = values[values != ""].dropna()
+    return str(values.iloc[0]) if len(values) else ""
+
+
+def _count(value) -> str:
+    return f"{int(value):,}" if value is not None and pd.notna(value) else "?"
+
+
+def _num(value) -> str:
+    return f"{value:.2f}" if pd.notna(value) else "n/a"

@@ -1,0 +1,156 @@
+"""The one typed, frozen configuration of a training run (teacher, assistant or student).
+
+Every field has a help text (it becomes a `python -m kd` option) and every value is
+validated before any data is loaded or model built, with an error that names the field,
+the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message names field, value and rule."""
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+DATASETS = ("mnist1d", "cifar10", "cifar100")
+LR_SCHEDULES = ("step", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data
+    dataset: str = _opt("mnist1d", "dataset", choices=DATASETS)
+    data_dir: str | None = _opt(None, "folder holding the CIFAR files (cifar-10-batches-py/ or cifar-100-python/)")
+    download: bool = _opt(False, "allow torchvision to download CIFAR into data_dir")
+    num_samples: int = _opt(5000, "MNIST-1D: examples generated (80%% train, 20%% test)")
+    val_size: int | None = _opt(None, "examples held out of the training set for validation "
+                                      "(default: 500 for MNIST-1D, 5000 for CIFAR)")
+    data_seed: int = _opt(0, "seed of the validation split")
+    # --- model and method
+    model: str = _opt("cnn1d_8", "student architecture (see `python -m kd models`)")
+    method: str = _opt("ce", "ce | kd | annealing | continuation | takd")
+    epochs: int = _opt(60, "total epoch budget of the run, all phases included")
+    tau_max: int = _opt(10, "annealing / continuation: maximum temperature")
+    stage_epochs: int = _opt(3, "annealing / continuation: epochs per temperature step")
+    temperature: float = _opt(4.0, "kd / takd: softmax temperature")
+    alpha: float = _opt(0.9, "kd / takd: weight of the distillation term")
+    psi_epochs: int = _opt(45, "continuation: epochs over which psi ramps from 0 to 1")
+    margin: float = _opt(0.0, "continuation: hinge margin m")
+    # --- optimisation
+    batch_size: int = _opt(128, "mini-batch size")
+    lr: float = _opt(0.1, "initial SGD learning rate of every phase")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "SGD weight decay")
+    lr_schedule: str = _opt("step", "step (x0.1 at 50%% and 75%% of each phase) or cosine", choices=LR_SCHEDULES)
+    # --- teacher / assistant
+    teacher: str | None = _opt(None, "teacher architecture (kd, annealing, continuation, takd)")
+    teacher_checkpoint: str | None = _opt(None, "stored teacher file; trained into --store when absent")
+    teacher_epochs: int = _opt(60, "epochs when the teacher (and assistant) is trained here")
+    teacher_lr: float = _opt(0.1, "learning rate when the teacher (and assistant) is trained here")
+    teacher_weight_decay: float = _opt(5e-4, "weight decay when the teacher (and assistant) is trained here")
+    teacher_seed: int = _opt(0, "seed when the teacher is trained here")
+    assistant: str | None = _opt(None, "takd: teacher-assistant architecture")
+    assistant_checkpoint: str | None = _opt(None, "takd: stored assistant file")
+    # --- run
+    seed: int = _opt(0, "seed of initialisation, shuffling and augmentation")
+    device: str = _opt("auto", "auto | cpu | cuda", choices=DEVICES)
+    amp: bool = _opt(True, "bf16 autocast on CUDA (ignored on CPU)")
+    compile: bool = _opt(False, "wrap the student in torch.compile")
+    paper_protocol: bool = _opt(False, "select checkpoints on TEST accuracy like the official code "
+                                       "(for comparison only; default selects on validation)")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def num_classes(self) -> int:
+        return 100 if self.dataset == "cifar100" else 10
+
+    @property
+    def resolved_val_size(self) -> int:
+        if self.val_size is not None:
+            return self.val_size
+        return 500 if self.dataset == "mnist1d" else 5000
+
+    @property
+    def phase1_epochs(self) -> int:
+        return self.tau_max * self.stage_epochs
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; allowed: {sorted(known)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self, ignore: tuple[str, ...] = ("device", "amp", "compile")) -> str:
+        """Content hash of everything that changes what is learned (not where it runs)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        from kd.methods import METHODS  # local: methods import this module
+        from kd.models import MODELS, model_input
+
+        def fail(name: str, rule: str) -> None:
+            raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; {rule}")
+
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                fail(f.name, f"allowed: {', '.join(choices)}")
+        method = METHODS.get(self.method, field="method")
+        MODELS.get(self.model, field="model")
+        expected_input = "signal" if self.dataset == "mnist1d" else "image"
+        if model_input(self.model) != expected_input:
+            fail("model", f"dataset {self.dataset} needs a {expected_input} model")
+
+        for name in ("epochs", "batch_size", "teacher_epochs", "num_samples"):
+            if getattr(self, name) < 1:
+                fail(name, "it must be >= 1")
+        for name in ("lr", "teacher_lr", "temperature"):
+            if not getattr(self, name) > 0:
+                fail(name, "it must be > 0")
+        for name in ("weight_decay", "teacher_weight_decay", "momentum", "margin"):
+            if getattr(self, name) < 0:
+                fail(name, "it must be >= 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            fail("alpha", "it must lie in [0, 1]")
+        if self.val_size is not None and self.val_size < 1:
+            fail("val_size", "it must be >= 1")
+        if self.dataset != "mnist1d" and not self.data_dir:
+            fail("data_dir", f"dataset {self.dataset} needs a data_dir (the folder holding its files)")
+
+        for role in ("teacher", "assistant"):
+            arch = getattr(self, role)
+            if arch is not None:
+                MODELS.get(arch, field=role)
+                if model_input(arch) != expected_input:
+                    fail(role, f"dataset {self.dataset} needs a {expected_input} model")
+        if method.needs_teacher and self.teacher is None and self.teacher_checkpoint is None:
+            fail("teacher", f"method {self.method} needs a teacher architecture or teacher_checkpoint")
+        if method.needs_assistant and self.assistant is None and self.assistant_checkpoint is None:
+            fail("assistant", f"method {self.method} needs an assistant architecture or assistant_checkpoint")
+        method.validate(self, fail)
+        return self

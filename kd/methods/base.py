@@ -1,0 +1,52 @@
+"""What every distillation method provides to the trainer: its phases and its named losses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from kd.registry import Registry
+
+METHODS: Registry[type["Method"]] = Registry("method")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    uses_teacher: bool
+    # Annealing-KD phase 2 continues from the best phase-1 student, not the last one.
+    start_from_best: bool = False
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """Per-epoch quantities a loss needs; also reported, so users can see the schedule."""
+    phase: int          # 1-based index of the phase
+    phase_epoch: int    # 0-based epoch inside the phase
+    T: int | None = None
+    phi: float | None = None
+    psi: float | None = None
+
+
+class Method:
+    needs_teacher = False
+    needs_assistant = False
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @classmethod
+    def validate(cls, cfg, fail: Callable[[str, str], None]) -> None:
+        """Reject configurations this method cannot run (fail(field, rule) raises)."""
+
+    def phases(self) -> list[Phase]:
+        return [Phase("train", self.cfg.epochs, uses_teacher=self.needs_teacher)]
+
+    def context(self, phase: int, phase_epoch: int) -> EpochContext:
+        return EpochContext(phase, phase_epoch)
+
+    def losses(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+               labels: torch.Tensor, ctx: EpochContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

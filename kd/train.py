@@ -1,0 +1,233 @@
+"""train(cfg, report=callback): one run of one method, top to bottom, with exact resume.
+
+The run is a list of phases (the method decides: one for CE/KD/TAKD/Continuation-KD, two
+for Annealing-KD). Each phase gets a fresh SGD optimiser and learning-rate schedule, and
+keeps its own best checkpoint, selected on validation accuracy (test accuracy only under
+`paper_protocol`). The reported test accuracy is always that of the selected checkpoint.
+
+After every epoch `report(metrics, save_state)` is called; `save_state(path)` writes
+everything needed to continue exactly from that point (`train(..., resume_from=path)`).
+This module knows nothing of Ray: the study's trainable decides when to checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from kd.config import ConfigError, TrainConfig
+from kd.data import Data, load_data
+from kd.methods import EpochContext, Phase, build_method
+from kd.models import build_model, count_parameters
+
+Report = Callable[[dict[str, Any], Callable[[str | Path], None]], Any]
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class FrozenTeacher(nn.Module):
+    """A teacher that is in eval mode and gradient-free by construction, whatever callers do."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.model.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)  # BN statistics and dropout of a teacher never change
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, epochs: int):
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    if cfg.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    else:  # the official code's step schedule: x0.1 at 50% and x0.01 at 75% of the phase
+        half, three_quarters = int(epochs / 2), int(epochs * 3 / 4)
+        factor = lambda e: 1.0 if e < half else (0.1 if e < three_quarters else 0.01)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, scheduler
+
+
+@dataclass
+class Best:
+    """The checkpoint selected so far in the current phase."""
+    score: float = -math.inf
+    val_acc: float = float("nan")
+    test_acc: float = float("nan")
+    epoch: int = 0
+    state_dict: dict | None = None
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # One generator per (seed, epoch): shuffling and views are reproducible after a resume
+    # without having to capture a generator's position mid-run.
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, x: torch.Tensor, y: torch.Tensor,
+             autocast: Callable[[], Any], batch_size: int = 1024) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        with autocast():
+            logits = model(data.inputs(x[start:start + batch_size]))
+        correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
+    return 100.0 * correct / len(x)
+
+
+def load_teacher(path: str, device: torch.device) -> FrozenTeacher:
+    from kd.store import load_model
+
+    return FrozenTeacher(load_model(path, map_location=device)).to(device)
+
+
+def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Path | None = None,
+          data: Data | None = None) -> dict[str, Any]:
+    cfg.validate()
+    method = build_method(cfg)
+    distill_from = cfg.assistant_checkpoint if method.needs_assistant else cfg.teacher_checkpoint
+    if method.needs_teacher and not distill_from:
+        field = "assistant_checkpoint" if method.needs_assistant else "teacher_checkpoint"
+        raise ConfigError(f"{field}: None is not allowed; method {cfg.method} trains from a stored "
+                          f"model (kd.store.TeacherStore.resolve(cfg) trains and fills it in)")
+    device = select_device(cfg.device)
+    use_cuda = device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda and cfg.amp \
+        else contextlib.nullcontext
+    torch.manual_seed(cfg.seed)
+
+    data = (data or load_data(cfg)).to(device)
+    student = build_model(cfg.model, data.num_classes).to(device)
+    teacher = load_teacher(distill_from, device) if method.needs_teacher else None
+    if use_cuda and data.train_x.dim() == 4:
+        student = student.to(memory_format=torch.channels_last)
+    forward = torch.compile(student) if cfg.compile else student
+    phases: list[Phase] = method.phases()
+
+    phase_index, phase_epoch, epoch = 0, 0, 0
+    best, previous_best = Best(), Best()
+    resume = torch.load(resume_from, map_location=device, weights_only=False) if resume_from else None
+    if resume is not None:
+        if resume["config"] != cfg.to_dict():
+            raise ConfigError("resume_from: the saved state belongs to a different configuration")
+        phase_index, phase_epoch, epoch = resume["phase_index"], resume["phase_epoch"], resume["epoch"]
+        best, previous_best = Best(**resume["best"]), Best(**resume["previous_best"])
+        student.load_state_dict(resume["student"])
+        torch.set_rng_state(resume["torch_rng"].cpu())
+
+    started = time.perf_counter()
+    num_train = len(data.train_x)
+    while phase_index < len(phases):
+        phase = phases[phase_index]
+        optimizer, scheduler = make_optimizer(cfg, student, phase.epochs)
+        if resume is not None:  # continue the phase we were in, exactly where it stopped
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            resume = None
+        elif phase.start_from_best:
+            student.load_state_dict(previous_best.state_dict)
+
+        while phase_epoch < phase.epochs:
+            ctx: EpochContext = method.context(phase_index + 1, phase_epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            epoch_start = time.perf_counter()
+            student.train()
+            generator = _epoch_generator(cfg.seed, epoch)
+            order = torch.randperm(num_train, generator=generator).to(device)
+            views = torch.randint(data.num_views, (num_train,), generator=generator).to(device)
+            totals: dict[str, float] = {}
+            for batch in order.split(cfg.batch_size):
+                x = data.inputs(data.train_x[batch], views[batch] if data.num_views > 1 else None)
+                if use_cuda and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    student_logits = forward(x)
+                    teacher_logits = teacher(x) if teacher is not None and phase.uses_teacher else None
+                    terms = method.losses(student_logits, teacher_logits, data.train_y[batch], ctx)
+                loss = sum(terms.values())
+                if not torch.isfinite(loss):
+                    raise DivergedError(f"loss became {loss.item()} at epoch {epoch + 1} "
+                                        f"(phase {phase.name}, lr {lr:g})")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for name, value in terms.items():  # .item() syncs; fine at this model size
+                    totals[name] = totals.get(name, 0.0) + value.item() * len(batch)
+            scheduler.step()
+            train_seconds = time.perf_counter() - epoch_start
+
+            val_acc = evaluate(student, data, data.val_x, data.val_y, autocast)
+            test_acc = evaluate(student, data, data.test_x, data.test_y, autocast)
+            score = test_acc if cfg.paper_protocol else val_acc
+            if score > best.score:
+                best = Best(score, val_acc, test_acc, epoch + 1, copy.deepcopy(student.state_dict()))
+            phase_epoch += 1
+            epoch += 1
+
+            losses = {f"loss_{k}": v / num_train for k, v in totals.items()}
+            next_ctx = method.context(phase_index + 1, phase_epoch) if phase_epoch < phase.epochs else None
+            metrics = {
+                "epoch": epoch, "phase": phase_index + 1, "phase_name": phase.name,
+                "phase_epoch": phase_epoch, "T": ctx.T, "phi": ctx.phi, "psi": ctx.psi, "lr": lr,
+                "train_loss": sum(losses.values()), **losses,
+                "val_acc": val_acc, "test_acc": test_acc,
+                "best_val_acc": best.val_acc, "selected_test_acc": best.test_acc,
+                "selected_epoch": best.epoch,
+                # Where a temperature stage or a phase ends: where a study checkpoints.
+                "stage_end": next_ctx is None or next_ctx.T != ctx.T,
+                "finished": phase_epoch == phase.epochs and phase_index == len(phases) - 1,
+                "epoch_seconds": time.perf_counter() - epoch_start,
+                "samples_per_s": num_train / train_seconds,
+            }
+
+            def save_state(path, _phase_index=phase_index, _opt=optimizer, _sched=scheduler):
+                state = {
+                    "config": cfg.to_dict(), "phase_index": _phase_index, "phase_epoch": phase_epoch,
+                    "epoch": epoch, "student": student.state_dict(), "optimizer": _opt.state_dict(),
+                    "scheduler": _sched.state_dict(), "best": vars(best), "previous_best": vars(previous_best),
+                    "torch_rng": torch.get_rng_state(),
+                }
+                tmp = Path(path).with_suffix(".tmp")
+                torch.save(state, tmp)
+                tmp.replace(path)  # atomic: a killed save never leaves half a state behind
+
+            if report is not None:
+                report(metrics, save_state)
+
+        previous_best, best = best, Best()
+        phase_index, phase_epoch = phase_index + 1, 0
+
+    return {
+        "best_val_acc": previous_best.val_acc,
+        "test_acc": previous_best.test_acc,
+        "selected_epoch": previous_best.epoch,
+        "epochs_run": epoch,
+        "seconds": time.perf_counter() - started,
+        "student_params": count_parameters(student),
+        "selection": "test (paper protocol)" if cfg.paper_protocol else "validation",
+        "state_dict": previous_best.state_dict,
+    }

@@ -1,0 +1,1 @@
+"""study: Ray Tune + Optuna glue around kd/ (config, search spaces, trainable, runner)."""

@@ -1,0 +1,189 @@
+"""The study configuration: typed, frozen, validated in full before Ray starts.
+
+A study is a grid of cells, one per (student, method); each cell gets the same number of
+search trials, every trial the same epoch budget. Presets are small YAML files in
+study/presets/; a user file has the same keys. Unknown keys are errors.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kd.config import ConfigError, TrainConfig
+from kd.methods import METHODS
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+# Search ranges per method (low, high); `log` marks log-uniform ranges. A preset overrides
+# any of them per method; a single value instead of a range fixes the parameter.
+DEFAULT_SEARCH: dict[str, dict[str, Any]] = {
+    "ce": {"lr": [0.01, 0.3], "weight_decay": [1e-5, 1e-3]},
+    "kd": {"temperature": [1, 2, 5, 10, 15, 20],          # TAKD's sets (search_space.json)
+           "alpha": [round(0.05 * i, 2) for i in range(1, 21)]},
+    "takd": {"temperature": [1, 2, 5, 10, 15, 20],
+             "alpha": [round(0.05 * i, 2) for i in range(1, 21)]},
+    "annealing": {"tau_max": [2, 10], "stage_epochs": [1, 4], "min_phase2_epochs": 2,
+                  "lr": [0.01, 0.3], "weight_decay": [1e-5, 1e-3]},
+    "continuation": {"tau_max": [2, 10], "stage_epochs": [1, 3], "psi_fraction": [0.2, 0.8],
+                     "margin": [0.0, 5.0], "lr": [0.001, 0.05]},
+}
+LOG_SCALE = {"lr", "weight_decay"}
+PRUNERS = ("median", "asha", "none")
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    description: str = _f("", "one line shown by `run_study.py presets`")
+    cost: str = _f("", "rough cost estimate shown by `run_study.py presets`")
+    dataset: str = _f("mnist1d", "mnist1d | cifar10 | cifar100")
+    data_dir: str | None = _f(None, "folder with the CIFAR files")
+    teacher: str = _f("cnn1d_64", "teacher architecture, trained once per study storage")
+    assistant: str | None = _f(None, "TAKD assistant architecture")
+    students: list = _f(["cnn1d_8", "mlp1d_8"], "student architectures, one cell row each")
+    methods: list = _f(["ce", "kd", "annealing"], "methods, one cell column each")
+    epochs: int = _f(30, "epoch budget of every trial (all phases included)")
+    trials_per_cell: int = _f(8, "search trials per (student, method) cell")
+    rerun_seeds: int = _f(3, "seeds the best configuration of each cell is re-run with")
+    audit_pruned: int = _f(0, "pruned configurations per cell re-run to completion (pruning audit)")
+    search: dict = _f({}, "per-method overrides of the search ranges")
+    pruner: str = _f("median", "median | asha | none (Optuna pruner, compared within a cell)")
+    grace_epochs: int = _f(3, "no trial is pruned before this epoch nor before its first temperature stage ends")
+    startup_trials: int = _f(4, "random trials per cell before TPE takes over (and before pruning)")
+    train: dict = _f({}, "fixed TrainConfig values for every run (teacher_epochs, batch_size, ...)")
+    cpus_per_trial: float = _f(1, "CPUs reserved per trial")
+    gpus_per_trial: float = _f(0, "GPUs per trial; fractions pack several trials on one GPU")
+    max_concurrent: int | None = _f(None, "trials running at once (default: what the cluster fits)")
+    max_failures: int = _f(2, "retries of a trial whose worker died (from its last checkpoint)")
+    seed: int = _f(0, "seed of the samplers and of the search trials")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "StudyConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**values).validate()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "StudyConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config: {str(path)!r} is not a file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config: {path} is not valid YAML ({error})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: {path} must hold a mapping of keys to values")
+        return cls.from_dict(values, where=str(path))
+
+    @classmethod
+    def preset(cls, name: str) -> "StudyConfig":
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"preset: unknown preset {name!r}; allowed: {', '.join(preset_names())}")
+        return cls.from_file(path)
+
+    def replace(self, **changes: Any) -> "StudyConfig":
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def cells(self) -> list[tuple[str, str]]:
+        return [(student, method) for student in self.students for method in self.methods]
+
+    def search_space(self, method: str) -> dict[str, Any]:
+        return {**DEFAULT_SEARCH[method], **self.search.get(method, {})}
+
+    def train_config(self, student: str, method: str, **params: Any) -> TrainConfig:
+        """The TrainConfig of one run of this study (params: the tuned values)."""
+        values = {"dataset": self.dataset, "data_dir": self.data_dir, "teacher": self.teacher,
+                  "model": student, "method": method, "epochs": self.epochs, "seed": self.seed,
+                  **self.train, **params}
+        if method == "takd":
+            values["assistant"] = self.assistant
+        return TrainConfig.from_dict(values)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "StudyConfig":
+        def fail(name: str, rule: str) -> None:
+            raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; {rule}")
+
+        if not self.students:
+            fail("students", "list at least one student architecture")
+        if not self.methods:
+            fail("methods", "list at least one method")
+        for method in self.methods:
+            METHODS.get(method, field="methods")
+        if "takd" in self.methods and not self.assistant:
+            fail("assistant", "method takd needs an assistant architecture")
+        for name in ("epochs", "trials_per_cell", "rerun_seeds", "grace_epochs", "cpus_per_trial"):
+            if getattr(self, name) < (0 if name == "rerun_seeds" else 1):
+                fail(name, "it must be >= 1" if name != "rerun_seeds" else "it must be >= 0")
+        if self.audit_pruned < 0:
+            fail("audit_pruned", "it must be >= 0")
+        if self.gpus_per_trial < 0:
+            fail("gpus_per_trial", "it must be >= 0")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            fail("max_concurrent", "it must be >= 1")
+        if self.pruner not in PRUNERS:
+            fail("pruner", f"allowed: {', '.join(PRUNERS)}")
+        unknown_methods = sorted(set(self.search) - set(DEFAULT_SEARCH))
+        if unknown_methods:
+            fail("search", f"unknown method(s) {unknown_methods}; allowed: {sorted(DEFAULT_SEARCH)}")
+        for method, ranges in self.search.items():
+            unknown = sorted(set(ranges) - set(DEFAULT_SEARCH[method]))
+            if unknown:
+                raise ConfigError(f"search.{method}: unknown parameter(s) {unknown}; "
+                                  f"allowed: {sorted(DEFAULT_SEARCH[method])}")
+        self._validate_runs()
+        return self
+
+    def _validate_runs(self) -> None:
+        """Build the most demanding run of every cell so TrainConfig checks each value."""
+        from study.space import extreme_params
+
+        for student, method in self.cells:
+            try:
+                self.train_config(student, method, **extreme_params(self, method))
+            except ConfigError as error:
+                raise ConfigError(f"cell {student}-{method}: {error}") from None
+        # The teacher and the assistant must be valid models for the dataset, too.
+        self.train_config(self.teacher, "ce")
+        if self.assistant:
+            self.train_config(self.assistant, "ce")
+        if self.dataset != "mnist1d":
+            data_dir = self.train.get("data_dir", self.data_dir)
+            if data_dir and not Path(data_dir).is_dir() and not self.train.get("download", False):
+                raise ConfigError(f"data_dir: {data_dir!r} is not allowed; the folder does not exist "
+                                  f"(put the {self.dataset} files there, or set train.download: true)")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def check_storage_writable(path: str | os.PathLike) -> Path:
+    path = Path(path).expanduser().resolve()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise ConfigError(f"storage: {str(path)!r} is not allowed; {probe} is not writable")
+    return path

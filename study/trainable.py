@@ -1,0 +1,86 @@
+"""The Tune function trainable: one kd.train run, reported every epoch, checkpointed at
+temperature-stage and phase boundaries, resumed from the last checkpoint after a failure.
+
+Teachers reach the trial through Ray's object store (as the bytes of their stored file),
+so a worker never needs to see the driver's disk for them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from kd.train import DivergedError, train
+from study.config import StudyConfig
+from study.metrics import TrialMetrics
+
+STATE_FILE = "state.pt"
+
+
+def materialize(blob: bytes) -> str:
+    """Write a stored model's bytes to a node-local cache once; return the path."""
+    digest = hashlib.sha256(blob).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "kd-teachers"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest[:24]}.pt"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+    return str(path)
+
+
+def run_config(study: StudyConfig, run: dict[str, Any], teacher_files: dict[str, bytes]):
+    seed = run.get("seed", study.seed)
+    cfg = study.train_config(run["student"], run["method"], seed=seed, **run["params"])
+    changes = {"teacher_checkpoint": materialize(teacher_files["teacher"])}
+    if run["method"] == "takd":
+        changes["assistant_checkpoint"] = materialize(teacher_files["assistant"])
+    return cfg.replace(**changes)
+
+
+def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
+    # Tune's CSV logger and the analysis read NaN more easily than None.
+    return {k: (math.nan if v is None else v) for k, v in metrics.items()}
+
+
+def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_files: dict[str, bytes],
+              study_name: str) -> None:
+    run = config.get("run", config)  # re-runs arrive through a grid over whole run dicts
+    study = StudyConfig(**study_values)
+    torch.set_num_threads(max(1, int(study.cpus_per_trial)))  # no oversubscription of shared cores
+    cfg = run_config(study, run, teacher_files)
+    gauges = TrialMetrics(study_name, run["cell"], tune.get_context().get_trial_id())
+
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    workdir = Path(tempfile.mkdtemp(prefix="kd-trial-"))
+    if checkpoint is not None:
+        resume_from = Path(checkpoint.to_directory(str(workdir / "restored"))) / STATE_FILE
+
+    last: dict[str, Any] = {}
+
+    def report(metrics: dict[str, Any], save_state) -> None:
+        last.update(metrics)
+        gauges.update(metrics)
+        metrics = _clean(metrics)
+        if metrics["stage_end"] or metrics["finished"]:
+            with tempfile.TemporaryDirectory(dir=workdir) as folder:
+                save_state(Path(folder) / STATE_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    try:
+        train(cfg, report=report, resume_from=resume_from)
+    except DivergedError as error:
+        # A diverged configuration is a result, not a crash: no retry, the study goes on.
+        tune.report({"best_val_acc": last.get("best_val_acc", 0.0) if last else 0.0,
+                     "epoch": last.get("epoch", 0), "diverged": True, "reason": f"diverged: {error}",
+                     "finished": False, "stage_end": False})

@@ -1,0 +1,97 @@
+"""Every registered method: its phases, its named losses, one forward/backward."""
+import pytest
+import torch
+
+from kd import METHODS, ConfigError, FrozenTeacher, TrainConfig, build_method, build_model, hinton_kd_loss
+from kd.methods import EpochContext
+
+STUDENT, TEACHER = "mlp1d_8", "cnn1d_16"
+
+
+def config(method, **kw):
+    base = dict(model=STUDENT, method=method, teacher=TEACHER, assistant="cnn1d_8",
+                epochs=10, tau_max=3, stage_epochs=2, psi_epochs=4)
+    return TrainConfig.from_dict({**base, **kw})
+
+
+def test_registry_has_the_published_methods():
+    assert set(METHODS.names()) == {"ce", "kd", "annealing", "continuation", "takd"}
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(Exception, match=r"method.*'bogus'.*allowed: annealing, ce, continuation, kd, takd"):
+        config("bogus")
+
+
+@pytest.mark.parametrize("method", sorted(["ce", "kd", "annealing", "continuation", "takd"]))
+def test_forward_backward_every_phase(method):
+    torch.manual_seed(0)
+    cfg = config(method)
+    m = build_method(cfg)
+    student = build_model(STUDENT, 10)
+    teacher = FrozenTeacher(build_model(TEACHER, 10))
+    teacher.train()  # asking for train mode must not put a teacher in train mode
+    assert not teacher.training and not teacher.model.training
+    x, y = torch.randn(6, 1, 40), torch.randint(10, (6,))
+    assert sum(p.epochs for p in m.phases()) == cfg.epochs  # the budget is split, never exceeded
+    for index, phase in enumerate(m.phases(), start=1):
+        ctx = m.context(index, 0)
+        t_logits = teacher(x) if phase.uses_teacher else None
+        terms = m.losses(student(x), t_logits, y, ctx)
+        loss = sum(terms.values())
+        student.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in student.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert any(g.abs().sum() > 0 for g in grads)
+        assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_kd_terms_sum_to_hinton_loss():
+    cfg = config("kd", temperature=3.0, alpha=0.7)
+    zs, zt, y = torch.randn(5, 10), torch.randn(5, 10), torch.randint(10, (5,))
+    terms = build_method(cfg).losses(zs, zt, y, EpochContext(1, 0))
+    assert set(terms) == {"ce", "kl"}
+    assert sum(terms.values()).item() == pytest.approx(hinton_kd_loss(zs, zt, y, 3.0, 0.7).item(), rel=1e-6)
+
+
+def test_annealing_phases_and_schedule():
+    m = build_method(config("annealing", epochs=10, tau_max=3, stage_epochs=2))
+    p1, p2 = m.phases()
+    assert (p1.epochs, p1.uses_teacher, p2.epochs, p2.uses_teacher, p2.start_from_best) == (6, True, 4, False, True)
+    assert [m.context(1, e).T for e in range(6)] == [3, 3, 2, 2, 1, 1]
+    assert [round(m.context(1, e).phi, 4) for e in range(6)] == [0.3333, 0.3333, 0.6667, 0.6667, 1.0, 1.0]
+    assert m.context(2, 0).T is None
+
+
+def test_continuation_schedule_and_psi_ramp():
+    m = build_method(config("continuation", epochs=10, tau_max=3, stage_epochs=2, psi_epochs=4))
+    assert [m.context(1, e).T for e in range(10)] == [3, 3, 2, 2, 1, 1, 1, 1, 1, 1]
+    assert [m.context(1, e).psi for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(method="annealing", epochs=6, tau_max=3, stage_epochs=2), "epochs"),   # no phase-2 epoch left
+    (dict(method="annealing", tau_max=0), "tau_max"),
+    (dict(method="annealing", stage_epochs=0), "stage_epochs"),
+    (dict(method="continuation", epochs=5, tau_max=3, stage_epochs=2), "epochs"),
+    (dict(method="continuation", psi_epochs=11), "psi_epochs"),
+    (dict(method="kd", alpha=1.5), "alpha"),
+    (dict(method="kd", temperature=0.0), "temperature"),
+    (dict(method="ce", lr=0.0), "lr"),
+    (dict(method="ce", lr=-0.1), "lr"),
+    (dict(method="ce", model="resnet8"), "model"),             # an image model on MNIST-1D
+    (dict(method="ce", dataset="cifar10", model="resnet8"), "data_dir"),
+    (dict(method="ce", dataset="imagenet"), "dataset"),
+    (dict(method="kd", teacher=None), "teacher"),
+    (dict(method="takd", assistant=None), "assistant"),
+])
+def test_bad_values_name_their_field(changes, field):
+    with pytest.raises(ConfigError) as error:
+        config(**changes)
+    assert str(error.value).startswith(f"{field}:")
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match="unknown config key.*'tau'"):
+        TrainConfig.from_dict({"tau": 3})

@@ -1,0 +1,155 @@
+"""train(): reports, phases, checkpoint selection, exact resume, divergence, teacher store."""
+import json
+
+import pytest
+import torch
+
+import importlib
+from kd import CorruptCheckpointError, DivergedError, TrainConfig, train
+from kd.store import load_model, teacher_config
+
+train_module = importlib.import_module("kd.train")  # the package exports the function `train` under the same name
+
+SMALL = dict(model="mlp1d_8", num_samples=1200, val_size=200, batch_size=64, teacher_epochs=8)
+
+
+class Stop(Exception):
+    pass
+
+
+def annealing_cfg(teacher_path, **kw):
+    return TrainConfig.from_dict({**SMALL, "method": "annealing", "teacher": "cnn1d_16",
+                                  "teacher_checkpoint": str(teacher_path), "epochs": 4,
+                                  "tau_max": 2, "stage_epochs": 1, **kw})
+
+
+def test_reports_every_epoch_with_schedule(tiny_teacher):
+    _, _, path = tiny_teacher
+    seen = []
+    result = train(annealing_cfg(path), report=lambda m, save: seen.append(m))
+    assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
+    assert [m["phase"] for m in seen] == [1, 1, 2, 2]
+    assert [m["T"] for m in seen] == [2, 1, None, None]
+    assert [m["phi"] for m in seen] == [0.5, 1.0, None, None]
+    # the step schedule restarts in each phase; in a 2-epoch phase the 50% and 75% marks
+    # (int(2/2) = int(2*3/4) = 1) coincide, so epoch 2 is already at lr x 0.01
+    assert [m["lr"] for m in seen] == pytest.approx([0.1, 0.001, 0.1, 0.001])
+    assert [m["stage_end"] for m in seen] == [True, True, False, True]
+    assert set(seen[0]) >= {"loss_mse", "val_acc", "test_acc", "epoch_seconds", "samples_per_s"}
+    assert "loss_ce" in seen[2] and "loss_mse" not in seen[2]
+    # the selected checkpoint is the best validation epoch of the final phase
+    phase2 = seen[2:]
+    best = max(phase2, key=lambda m: m["val_acc"])
+    assert result["best_val_acc"] == best["val_acc"] and result["test_acc"] == best["test_acc"]
+    assert result["epochs_run"] == 4
+
+
+def test_phase2_starts_from_best_phase1_student(tiny_teacher, monkeypatch):
+    _, _, path = tiny_teacher
+    cfg = annealing_cfg(path, epochs=7, tau_max=2, stage_epochs=2)  # phase 1: 4 epochs, phase 2: 3
+    real = train_module.make_optimizer
+
+    def frozen_phase2(cfg_, model, epochs):  # lr 0 in phase 2: parameters stay where it starts
+        optimizer, scheduler = real(cfg_, model, epochs)
+        if epochs == 3:
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0
+            scheduler.base_lrs = [0.0]
+        return optimizer, scheduler
+
+    monkeypatch.setattr(train_module, "make_optimizer", frozen_phase2)
+    states = {}
+
+    def report(m, save):
+        if m["epoch"] in (4, 7):
+            save(states.setdefault(m["epoch"], str(path.parent / f"state{m['epoch']}.pt")))
+
+    train(cfg, report=report)
+    end1 = torch.load(states[4], weights_only=False)
+    end2 = torch.load(states[7], weights_only=False)
+    best1 = end1["best"]["state_dict"]
+    assert end1["best"]["epoch"] in (1, 2, 3, 4)
+    for name, value in end2["student"].items():
+        if "running" not in name and "num_batches" not in name:  # BN statistics still move
+            assert torch.equal(value, best1[name]), name
+
+
+@pytest.mark.parametrize("method, stop_at", [("annealing", 2), ("annealing", 3), ("continuation", 2), ("takd", 2)])
+def test_exact_resume(tiny_teacher, tmp_path, method, stop_at):
+    store, _, path = tiny_teacher
+    # The hinge sums squared logit errors over classes: it needs a smaller lr than the MSE.
+    lr = 0.01 if method == "continuation" else 0.1
+    cfg = annealing_cfg(path, method=method, psi_epochs=3, assistant="cnn1d_8", lr=lr)
+    cfg = store.resolve(cfg)
+    straight = train(cfg)
+    state_file = tmp_path / "state.pt"
+
+    def stop(m, save):
+        if m["epoch"] == stop_at:
+            save(state_file)
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, report=stop)
+    resumed_epochs = []
+    resumed = train(cfg, report=lambda m, s: resumed_epochs.append(m["epoch"]), resume_from=state_file)
+    assert resumed_epochs == list(range(stop_at + 1, 5))
+    for name, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][name]), name
+    assert (straight["best_val_acc"], straight["test_acc"]) == (resumed["best_val_acc"], resumed["test_acc"])
+
+
+def test_resume_refuses_another_config(tiny_teacher, tmp_path):
+    _, _, path = tiny_teacher
+    cfg = annealing_cfg(path)
+    state = tmp_path / "s.pt"
+
+    def stop(m, save):
+        save(state)
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, report=stop)
+    with pytest.raises(ValueError, match="resume_from"):
+        train(cfg.replace(seed=5), resume_from=state)
+
+
+def test_divergence_raises(tiny_teacher):
+    cfg = TrainConfig.from_dict({**SMALL, "method": "ce", "epochs": 3, "lr": 1e12})
+    with pytest.raises(DivergedError, match="loss became"):
+        train(cfg)
+
+
+def test_teacher_is_not_changed_by_student_training(tiny_teacher):
+    _, _, path = tiny_teacher
+    before = {k: v.clone() for k, v in load_model(path).state_dict().items()}
+    train(annealing_cfg(path, epochs=3))
+    after = load_model(path).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_store_trains_once_and_detects_corruption(tiny_teacher):
+    store, cfg, path = tiny_teacher
+    mtime = path.stat().st_mtime_ns
+    assert store.get_or_train(teacher_config(cfg)) == path and path.stat().st_mtime_ns == mtime
+    assert json.loads((path.parent / "config.json").read_text())["model"] == "cnn1d_16"
+    # a different teacher config has a different key
+    assert store.path_for(teacher_config(cfg.replace(teacher_seed=1))) != path
+    corrupt = path.parent.parent / "copy" / "model.pt"
+    corrupt.parent.mkdir()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    (corrupt.parent / "model.pt.sha256").write_text((path.parent / "model.pt.sha256").read_text())
+    with pytest.raises(CorruptCheckpointError, match="checksum"):
+        load_model(corrupt)
+    corrupt.write_bytes(b"not a checkpoint")
+    (corrupt.parent / "model.pt.sha256").unlink()
+    with pytest.raises(CorruptCheckpointError, match="cannot be loaded"):
+        load_model(corrupt)
+
+
+def test_missing_teacher_checkpoint_is_named():
+    cfg = TrainConfig.from_dict({**SMALL, "method": "kd", "teacher": "cnn1d_16", "epochs": 2})
+    with pytest.raises(ValueError, match="teacher_checkpoint"):
+        train(cfg)
