@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXPERIMENTS ?= runs
-STUDY ?= mnist1d-default
+PRESET ?= mnist1d
+STUDY ?= $(PRESET)
 
 .PHONY: study test install demo clean
 
@@ -19,10 +20,14 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-demo: $(STAMP)
-	$(PY) -m kd demo --store $(EXPERIMENTS)/teachers
-
+# The default study (MNIST-1D, local Ray) end to end, then its report. Run again, it
+# resumes the experiment (a finished one just gets its summary and report rewritten).
 study: $(STAMP)
+	$(PY) run_study.py run --preset $(PRESET) --storage $(EXPERIMENTS) --name $(STUDY) \
+		$$(test -f $(EXPERIMENTS)/$(STUDY)/study.json && echo --resume)
+
+# kd/ alone, no Ray: the MNIST-1D teacher and one student per method, as a table.
+demo: $(STAMP)
 	$(PY) -m kd demo --store $(EXPERIMENTS)/teachers
 
 clean:

@@ -74,9 +74,17 @@ def _methods(df: pd.DataFrame) -> list[str]:
 
 
 def gap_curve(exp: Experiment, out) -> Path:
+    """Test accuracy (mean ± std over seeds) and gap to the teacher against the capacity ratio."""
+    fig = gap_curve_figure(exp)
+    return _save(fig, out) if fig is not None else _placeholder(out, "Teacher-student gap",
+                                                                "no completed trials yet")
+
+
+def gap_curve_figure(exp: Experiment) -> Figure | None:
+    """The gap curve as a Figure (tests read its plotted points), None without data."""
     gap = tables.gap_table(exp).dropna(subset=["test_mean", "capacity_ratio"])
     if gap.empty:
-        return _placeholder(out, "Teacher-student gap", "no completed trials yet")
+        return None
     ratios = gap.groupby("student")["capacity_ratio"].first().sort_values()
     teacher = tables.teacher_accuracy(exp)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
@@ -87,9 +95,9 @@ def gap_curve(exp: Experiment, out) -> Path:
         colour, marker, label = style(method)
         x = rows["capacity_ratio"] * _dodge(i, len(methods))
         std = rows["test_std"].fillna(0)
+        single = rows["source"] != "rerun"
         for ax, y in ((acc_ax, rows["test_mean"]), (gap_ax, rows["gap"])):
             ax.errorbar(x, y, yerr=std, color=colour, marker=marker, capsize=3, label=label)
-            single = rows["source"] != "rerun"
             if single.any():  # hollow: one search trial, not a mean over seeds
                 ax.plot(x[single], y[single], linestyle="none", marker=marker, markersize=9,
                         markerfacecolor="white", color=colour)
@@ -104,14 +112,17 @@ def gap_curve(exp: Experiment, out) -> Path:
     gap_ax.set_ylabel("accuracy gap (percentage points)")
     for ax in (acc_ax, gap_ax):
         _log_ratio_axis(ax, ratios)
-    acc_ax.legend(fontsize=8, loc="best")
+    handles, _ = acc_ax.get_legend_handles_labels()
     if (gap["source"] != "rerun").any():
-        fig.text(0.01, 0.005, "hollow markers: no re-runs yet, best search trial only", fontsize=8)
+        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", color="grey",
+                              label="hollow: no re-runs, best search trial"))
+    acc_ax.legend(handles=handles, fontsize=8, loc="best")
     fig.suptitle(f"{exp.name}: {exp.dataset}, teacher {_teacher_name(exp)}")
-    return _save(fig, out)
+    return fig
 
 
 def gain_over_ce(exp: Experiment, out) -> Path:
+    """Paired gain over CE against the capacity ratio, 95% t-intervals as error bars."""
     gain = tables.gain_over_ce(exp).dropna(subset=["gain_mean", "capacity_ratio"])
     if gain.empty:
         return _placeholder(out, "Gain over CE", "no method has re-runs paired by seed with CE yet")
@@ -266,7 +277,7 @@ def search_pruning(exp: Experiment, out) -> Path:
     fig, panels = _grid(exp, sorted(search["cell"].unique()))
     markers = {"completed": ("o", "C0"), "pruned": ("x", "C3"), "running": ("^", "C1"), "failed": ("v", "black")}
     for cell, ax in panels.items():
-        rows = search[search["cell"] == cell].reset_index(drop=True)
+        rows = _in_start_order(exp, search[search["cell"] == cell])
         order = pd.Series(np.arange(1, len(rows) + 1), index=rows.index)
         values = rows["best_val_acc"]
         floor = values.min() if values.notna().any() else 0.0
@@ -287,7 +298,7 @@ def search_pruning(exp: Experiment, out) -> Path:
         stats = audit.loc[cell]
         ax.set_title(f"{cell}\npruned {stats['pruned']}/{stats['trials']}, saved {stats['epochs_saved']:.0f} of "
                      f"{stats['epochs_without_pruning']:.0f} epochs ({_percent(stats['saved_ratio'])})", fontsize=9)
-        ax.set_xlabel("trial (order in summary.csv)")
+        ax.set_xlabel("trial (in start order)")
         ax.set_ylabel("best validation accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
@@ -298,6 +309,16 @@ def search_pruning(exp: Experiment, out) -> Path:
     fig.legend(handles=handles, loc="outside lower center", ncols=6, fontsize=8)
     fig.suptitle("Search and pruning (pruned trials: validation accuracy when stopped)")
     return _save(fig, out)
+
+
+def _in_start_order(exp: Experiment, rows: pd.DataFrame) -> pd.DataFrame:
+    """Trials in the order they started: summary.csv is sorted by folder name, not by time.
+    Tune's per-epoch `timestamp` dates each trial; trials without progress come last."""
+    if "timestamp" not in exp.epochs:
+        return rows.reset_index(drop=True)
+    started = rows["trial_id"].map(exp.epochs.groupby("trial_id")["timestamp"].min())
+    return rows.assign(_started=started).sort_values("_started", kind="stable", na_position="last") \
+        .drop(columns="_started").reset_index(drop=True)
 
 
 def _seed_range(counts: pd.Series) -> str:

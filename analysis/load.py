@@ -165,6 +165,9 @@ def _read_epochs(root: Path, trials: pd.DataFrame, missing: list[str]) -> pd.Dat
             # A worker killed mid-write leaves a truncated file; the trial row still counts.
             unreadable.append(trial.trial_id)
             continue
+        # A trial restored from a checkpoint re-reports the epochs after it: the last row wins.
+        if "epoch" in progress:
+            progress = progress.drop_duplicates("epoch", keep="last")
         # Tune writes its own trial_id; keep it, but the summary's key is the one we join on.
         progress = progress.rename(columns={k: f"tune_{k}" for k in EPOCH_KEYS if k in progress})
         for key in EPOCH_KEYS:
@@ -179,7 +182,7 @@ def _read_epochs(root: Path, trials: pd.DataFrame, missing: list[str]) -> pd.Dat
         return pd.DataFrame(columns=[*EPOCH_KEYS, "epoch", "phase", "T", "val_acc"])
     epochs = pd.concat(frames, ignore_index=True)
     for col in epochs.columns:
-        if col in ("stage_end", "done"):
+        if col in ("stage_end", "done", "finished"):
             epochs[col] = as_bool(epochs[col])
         elif col not in (*EPOCH_KEYS, "phase_name") and not col.startswith("tune_"):
             converted = pd.to_numeric(epochs[col], errors="coerce")
@@ -207,8 +210,14 @@ def _study_notes(info: dict[str, Any], trials: pd.DataFrame) -> list[str]:
     if len(running):
         notes.append(f"{len(running)} trial(s) still have status 'running': {_short_list(running['trial_id'])}")
     failed = trials[trials["status"] == "failed"]
-    for trial in failed.itertuples(index=False):
-        notes.append(f"trial {trial.trial_id} ({trial.cell}, {trial.stage}) failed: {trial.reason or 'no reason recorded'}")
+    if len(failed) > 5:  # one line per failure stops being readable; name the commonest reason
+        reason = failed["reason"].replace("", "no reason recorded").value_counts()
+        notes.append(f"{len(failed)} trial(s) failed, most often: {reason.index[0]} ({reason.iloc[0]}x): "
+                     f"{_short_list(failed['trial_id'])}")
+    else:
+        for trial in failed.itertuples(index=False):
+            notes.append(f"trial {trial.trial_id} ({trial.cell}, {trial.stage}) failed: "
+                         f"{trial.reason or 'no reason recorded'}")
     seeds = config.get("rerun_seeds")
     for cell in sorted(set(trials["cell"])):
         reruns = trials[(trials["cell"] == cell) & (trials["stage"] == "rerun") & (trials["status"] == "completed")]

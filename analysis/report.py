@@ -222,7 +222,7 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
     return paths
 
 
-def _comparison(exp: Experiment, other: Experiment, csv, png, paths_gap: Path) -> list[Block]:
+def _comparison(exp: Experiment, other: Experiment, csv, png, gap_png: Path) -> list[Block]:
     a, b = exp.name, other.name if other.name != exp.name else f"{other.name} (2)"
     keep = ["method", "student", "capacity_ratio", "test_mean", "test_std", "n_seeds", "source"]
     joined = tables.gap_table(exp)[keep].merge(tables.gap_table(other)[keep], on=["method", "student"],
@@ -250,7 +250,7 @@ def _comparison(exp: Experiment, other: Experiment, csv, png, paths_gap: Path) -
         Block("p", "Protocols side by side (rows marked `yes` differ; numbers are only comparable when the "
                    "protocol rows that matter agree):"),
         Block("table", protocols.fillna(DASH)),
-        Block("figure", paths_gap, f"Gap curve of {a}"),
+        Block("figure", gap_png, f"Gap curve of {a}"),
         Block("figure", png("gap_curve_compare", figures.gap_curve, other), f"Gap curve of {b}"),
     ]
     if other.missing:

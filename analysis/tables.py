@@ -8,6 +8,7 @@ on validation among many, so its test accuracy is one optimistic draw, not a mea
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def method_key(method: str) -> tuple[int, str]:
 
 
 def sort_rows(df: pd.DataFrame, *by: str) -> pd.DataFrame:
+    """Stable sort on the given columns, methods in paper order rather than alphabetically."""
     if df.empty:
         return df.reset_index(drop=True)
     keys = {c: (df[c].map(method_key) if c == "method" else df[c]) for c in by}
@@ -198,6 +200,8 @@ def _protocol_notes(exp: Experiment, ours, published) -> list[str]:
         notes.append(f"ours: {epochs} epochs per run" if epochs else "ours: epoch budget not recorded")
         notes.append("ours: ONE search trial, no re-runs" if ours.source == "search"
                      else f"ours: mean of {ours.n_seeds} seed(s)")
+        if ours.method == "takd":
+            notes.append(f"ours: assistant {exp.config.get('assistant') or first_value(exp.trials['assistant'])}")
     if published.metric != "accuracy" or published.split != "test":
         notes.append(f"metric differs: published {published.metric} on {published.split}, ours test accuracy")
     return notes
@@ -255,16 +259,14 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
                     + (f"; assistant {cfg['assistant']}" if cfg.get("assistant") else "")),
         ("Students", students or "none yet"),
         ("Methods", ", ".join(sorted(set(trials["method"]) | set(cfg.get("methods") or []), key=method_key))),
-        ("Epoch budget", f"{cfg['epochs']} epochs per trial, all phases included" if cfg.get("epochs")
-                         else "not recorded in study.json"),
+        ("Epoch budget", _budget(exp)),
         ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else SELECTION_RULE),
-        ("Search", f"{cfg.get('trials_per_cell', '?')} trials per cell; sampler "
-                   f"{cfg.get('sampler') or 'not recorded'}; pruner {cfg.get('pruner') or 'not recorded'}"),
+        ("Search", _search(cfg)),
         ("Seeds", f"study seed {cfg.get('seed', '?')}; {cfg.get('rerun_seeds', '?')} re-run seeds per cell "
                   f"(seeds seen: {', '.join(map(str, seeds)) or 'none'})"),
         ("Headline numbers", "test accuracy (%) of the re-runs: mean ± sample std (ddof 1) over seeds"),
         ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"),
-        ("Git revision", str(info.get("git_revision") or "not recorded")),
+        ("Git revision", _revision(info.get("git_revision"))),
         ("Hardware", f"{hardware.get('nodes', '?')} node(s), {hardware.get('cpus', '?')} CPUs, "
                      f"{hardware.get('gpus', '?')} GPUs"
                      + (f" ({', '.join(hardware['gpu_names'])})" if hardware.get("gpu_names") else "")),
@@ -272,26 +274,70 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
     ]
 
 
+def _setting(cfg: dict[str, Any], key: str, default: Any) -> tuple[Any, str]:
+    """A run setting from the study config or its fixed `train` values; otherwise the
+    kd.TrainConfig default, marked as such because study.json does not record it."""
+    for source in (cfg, cfg.get("train") or {}):
+        if source.get(key) is not None:
+            return source[key], ""
+    return default, " [default]"
+
+
 def _splits(dataset: str, cfg: dict[str, Any]) -> str:
-    val = cfg.get("val_size")
+    seed, seed_note = _setting(cfg, "data_seed", 0)
     if dataset in ("cifar10", "cifar100"):
-        val = val or 5000
-        return (f"{50_000 - val:,} train / {val:,} validation (held out of the training set, "
-                f"seed {cfg.get('data_seed', 0)}) / 10,000 test")
+        val, note = _setting(cfg, "val_size", 5000)
+        return (f"{50_000 - val:,} train / {val:,}{note} validation (held out of the training set, "
+                f"seed {seed}{seed_note}) / 10,000 test")
     if dataset == "mnist1d":
-        n, val = cfg.get("num_samples", 5000), val or 500
-        return f"{int(0.8 * n) - val:,} train / {val:,} validation / {n - int(0.8 * n):,} test (generated, {n:,} samples)"
+        # The mnist1d generator keeps 80% of the samples for training, 20% for test.
+        n, n_note = _setting(cfg, "num_samples", 5000)
+        val, note = _setting(cfg, "val_size", 500)
+        return (f"{int(0.8 * n) - val:,} train / {val:,}{note} validation (seed {seed}{seed_note}) / "
+                f"{n - int(0.8 * n):,} test (generated, {n:,}{n_note} samples)")
     return "not recorded in study.json"
+
+
+def _budget(exp: Experiment) -> str:
+    epochs = exp.config.get("epochs")
+    text = f"{epochs} epochs per trial, all phases included" if epochs else "not recorded in study.json"
+    trained = exp.teachers[exp.teachers["role"] == "teacher"]["epochs"].dropna()
+    if len(trained):
+        text += f"; teacher {int(trained.iloc[0])} epochs"
+    return text
+
+
+def _search(cfg: dict[str, Any]) -> str:
+    sampler = None
+    if "startup_trials" in cfg:
+        # The study builds its sampler in code (SPEC §6, study/search.py); study.json keeps its knobs.
+        sampler = f"Optuna TPE (multivariate, constant liar) after {cfg['startup_trials']} random trials"
+    pruner = str(cfg.get("pruner") or "not recorded")
+    if cfg.get("grace_epochs") is not None and pruner != "none":
+        pruner += f" (never before epoch {cfg['grace_epochs']})"
+    text = (f"{cfg.get('trials_per_cell', '?')} trials per cell; sampler {sampler or 'not recorded'}; "
+            f"pruner {pruner}")
+    if cfg.get("audit_pruned"):
+        text += f"; {cfg['audit_pruned']} pruned configuration(s) per cell re-run to completion (audit)"
+    return text
+
+
+def _revision(revision) -> str:
+    if not revision:
+        return "not recorded: the code that produced these numbers is not pinned"
+    if not re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", str(revision)):
+        return f"{revision} (not a commit hash: the code that produced these numbers is not pinned)"
+    return f"{revision} (uncommitted changes)" if str(revision).endswith("-dirty") else str(revision)
 
 
 def _compute(exp: Experiment) -> str:
     cfg = exp.config
-    resources = cfg.get("resources_per_trial") or {}
-    cpu = resources.get("cpu", cfg.get("cpus_per_trial"))
-    gpu = resources.get("gpu", cfg.get("gpus_per_trial"))
+    cpu, gpu = cfg.get("cpus_per_trial"), cfg.get("gpus_per_trial")
     hours = exp.trials["seconds"].sum() / 3600
     teacher_hours = exp.teachers["seconds"].dropna().sum() / 3600
-    tail = f"; teachers {teacher_hours:.2f} h wall-clock"
+    tail = f"; teachers {teacher_hours:.2f} h"
+    if exp.info.get("wall_seconds"):
+        tail += f"; study wall clock {exp.info['wall_seconds'] / 3600:.2f} h"
     if cpu is None and gpu is None:
         return f"{hours:.2f} trial-hours (resources per trial not recorded){tail}"
     return (f"{hours * (cpu or 0):.2f} CPU-hours, {hours * (gpu or 0):.2f} GPU-hours "

@@ -157,11 +157,12 @@ class StudyConfig:
 
     def _validate_runs(self) -> None:
         """Build the most demanding run of every cell so TrainConfig checks each value."""
-        from study.space import extreme_params
+        from study.space import corner_params
 
         for student, method in self.cells:
             try:
-                self.train_config(student, method, **extreme_params(self, method))
+                for pick in (max, min):
+                    self.train_config(student, method, **corner_params(self, method, pick))
             except ConfigError as error:
                 raise ConfigError(f"cell {student}-{method}: {error}") from None
         # The teacher and the assistant must be valid models for the dataset, too.
@@ -180,10 +181,17 @@ def preset_names() -> list[str]:
 
 
 def check_storage_writable(path: str | os.PathLike) -> Path:
+    """Create the storage folder and write a probe file there (os.access lies for root)."""
+    if "://" in str(path):
+        raise ConfigError(f"storage: {str(path)!r} is not allowed; give a local or NFS path that "
+                          f"every node mounts (object-store URIs are not supported yet)")
     path = Path(path).expanduser().resolve()
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise ConfigError(f"storage: {str(path)!r} is not allowed; {probe} is not writable")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"storage: {str(path)!r} is not allowed; it is not a writable folder "
+                          f"({error.strerror})") from None
     return path

@@ -104,10 +104,14 @@ class Study:
             if done_marker.is_file():
                 self.log(f"[{stage}] already finished; skipped")
                 continue
-            tuner = self.make_tuner(stage, teacher_files)
+            tuner, expected = self.make_tuner(stage, teacher_files)
             if tuner is not None:
-                self.log(f"[{stage}] running; progress in {self.exp_dir / stage}")
-                tuner.fit()
+                self.log(f"[{stage}] running {expected} trials; progress in {self.exp_dir / stage}")
+                grid = tuner.fit()
+                # Tune returns normally after Ctrl+C (SIGINT/SIGUSR1) with trials unfinished.
+                if len(grid) < expected or grid.num_terminated + grid.num_errors < len(grid):
+                    self.write_summary()
+                    raise KeyboardInterrupt(f"{stage} interrupted")
             self.write_summary()
             done_marker.write_text(dt.datetime.now().isoformat())
         summary = self.write_summary()
@@ -203,10 +207,12 @@ class Study:
                                          teacher_files=teacher_files, study_name=self.name)
         trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
         stage_dir = self.exp_dir / stage
+        runs = self.rerun_plan() if stage == "rerun" else []
+        expected = len(cfg.cells) * cfg.trials_per_cell if stage == "search" else len(runs)
         if tune.Tuner.can_restore(str(stage_dir)):
             self.log(f"[{stage}] resuming from {stage_dir}")
             return tune.Tuner.restore(str(stage_dir), trainable=trainable, resume_unfinished=True,
-                                      resume_errored=True)
+                                      resume_errored=True), expected
         run_config = tune.RunConfig(
             name=stage, storage_path=str(self.exp_dir),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
@@ -220,14 +226,13 @@ class Study:
                 num_samples=len(cfg.cells) * cfg.trials_per_cell,
                 max_concurrent_trials=cfg.max_concurrent, reuse_actors=True,
                 trial_dirname_creator=trial_dirname)
-            return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-        runs = self.rerun_plan()
+            return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), expected
         if not runs:
-            return None
+            return None, 0
         return tune.Tuner(trainable, param_space={"run": tune.grid_search(runs)},
                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent,
                                                       reuse_actors=True, trial_dirname_creator=trial_dirname),
-                          run_config=run_config)
+                          run_config=run_config), expected
 
     def rerun_plan(self) -> list[dict[str, Any]]:
         """Each cell's best completed search configuration with `rerun_seeds` new seeds, plus

@@ -54,6 +54,11 @@ class CellStudySearch(OptunaSearch):
         self.pruned: set[str] = set()
         self.last_step: dict[str, int] = {}
 
+    def _suggest_from_define_by_run_func(self, func, ot_trial) -> dict:
+        # OptunaSearch merges the raw suggestions (e.g. psi_fraction) into the config; the
+        # trainable wants exactly the TrainConfig values the space returns.
+        return func(ot_trial)
+
     def report_and_should_prune(self, trial_id: str, value: float, step: int) -> bool:
         ot_trial = self._ot_trials[trial_id]
         # A trial resumed from a checkpoint reports epochs again; Optuna keeps the first.

@@ -47,15 +47,16 @@ class MethodSpace:
         return _to_train_params(self.study, values)
 
 
-def extreme_params(study: StudyConfig, method: str) -> dict[str, Any]:
-    """The largest value of every range: the most demanding schedule the search can ask for."""
+def corner_params(study: StudyConfig, method: str, pick=max) -> dict[str, Any]:
+    """One corner of the space: with max, the most demanding schedule the search can ask
+    for; with min, the smallest values (a zero or negative learning rate shows up here)."""
     values = {}
     for name, spec in study.search_space(method).items():
         if name == "min_phase2_epochs":
             continue
-        values[name] = max(spec) if isinstance(spec, list) else spec
+        values[name] = pick(spec) if isinstance(spec, list) else spec
     params = _to_train_params(study, values)
-    if method == "annealing":
+    if method == "annealing" and pick is max:
         min_phase2 = study.search_space(method).get("min_phase2_epochs", 1)
         needed = params["tau_max"] * params["stage_epochs"] + min_phase2
         if needed > study.epochs:

@@ -98,7 +98,7 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                 # test accuracy of the checkpoint selected on validation (never the best test epoch)
                 "test_acc": last.get("selected_test_acc", math.nan),
                 "epochs_run": int(last.get("epoch", 0) or 0), "epochs_budget": study.epochs,
-                "seconds": last.get("time_total_s", math.nan), "node": last.get("node_ip", ""),
+                "seconds": last.get("time_total_s", math.nan), "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",
                 "trial_dir": str(trial_dir.relative_to(exp_dir)), "audit": run.get("stage") == "audit",
             }
             rows.append(row)

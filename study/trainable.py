@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -66,10 +67,12 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_file
 
     last: dict[str, Any] = {}
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], save_state) -> None:
         last.update(metrics)
         gauges.update(metrics)
-        metrics = _clean(metrics)
+        metrics = {**_clean(metrics), "node_id": node_id}
         if metrics["stage_end"] or metrics["finished"]:
             with tempfile.TemporaryDirectory(dir=workdir) as folder:
                 save_state(Path(folder) / STATE_FILE)

@@ -87,11 +87,13 @@ def write_synthetic_experiment(path, *, name: str = "synthetic", dataset: str = 
     pd.DataFrame(teachers).to_csv(root / "teachers.csv", index=False)
     info = {
         "name": name, "preset": "synthetic",
-        "config": {"dataset": dataset, "teacher": teacher, "assistant": None, "students": list(students),
-                   "methods": list(methods), "epochs": epochs, "trials_per_cell": search_trials,
-                   "rerun_seeds": rerun_seeds, "seed": seed, "val_size": 5000,
-                   "sampler": "TPESampler(multivariate=True, constant_liar=True)",
-                   "pruner": "ASHA (grace period 2 epochs)", "resources_per_trial": {"cpu": 1, "gpu": 0}},
+        # The shape run_study.py writes (study/config.py StudyConfig.to_dict()).
+        "config": {"dataset": dataset, "data_dir": None, "teacher": teacher, "assistant": None,
+                   "students": list(students), "methods": list(methods), "epochs": epochs,
+                   "trials_per_cell": search_trials, "rerun_seeds": rerun_seeds, "audit_pruned": int(audits),
+                   "search": {}, "pruner": "asha", "grace_epochs": 2, "startup_trials": 2,
+                   "train": {"val_size": 5000, "teacher_epochs": 2 * epochs}, "cpus_per_trial": 1,
+                   "gpus_per_trial": 0, "max_concurrent": None, "max_failures": 2, "seed": seed},
         "versions": {"python": "3.11.9", "torch": "2.14.1", "ray": "2.60.0", "optuna": "5.0.0",
                      "pandas": "3.1.1"},
         "git_revision": "0123456789abcdef0123456789abcdef01234567",
@@ -134,7 +136,9 @@ def _sample_config(method: str, epochs: int, rng) -> dict:
 def _trial(root: Path, rng, *, name, stage, cell, method, student, hp, final, run, epochs, status,
            seed, dataset, teacher) -> dict:
     trial_dir = f"{stage}/{cell}/{name}"
-    progress = _progress(method, hp, run, epochs, final, rng, name)
+    # Trials start one after another, as in a study with one trial slot.
+    start = 1_767_607_200 + 60 * sum(1 for _ in root.glob("*/*/*/progress.csv"))
+    progress = _progress(method, hp, run, epochs, final, rng, name, start)
     (root / trial_dir).mkdir(parents=True, exist_ok=True)
     progress.to_csv(root / trial_dir / "progress.csv", index=False)
     last = progress.iloc[-1]
@@ -156,7 +160,7 @@ def _trial(root: Path, rng, *, name, stage, cell, method, student, hp, final, ru
     }
 
 
-def _progress(method, hp, run, epochs, final, rng, trial_id) -> pd.DataFrame:
+def _progress(method, hp, run, epochs, final, rng, trial_id, start) -> pd.DataFrame:
     """One row per epoch, with the schedule and running selection exactly as kd.train reports them."""
     phase1 = hp["tau_max"] * hp["stage_epochs"] if method in ("annealing",) else epochs
     rows, best, total = [], None, 0.0
@@ -191,7 +195,7 @@ def _progress(method, hp, run, epochs, final, rng, trial_id) -> pd.DataFrame:
             "samples_per_s": 45_000 / seconds,
             # Tune's own columns.
             "trial_id": trial_id, "training_iteration": epoch, "time_total_s": total,
-            "timestamp": 1_767_607_200 + int(total), "node_ip": "10.0.0.1", "time_this_iter_s": seconds,
+            "timestamp": start + int(total), "node_ip": "10.0.0.1", "time_this_iter_s": seconds,
             "pid": 4242, "hostname": "node-0", "date": "2026-01-05_10-00-00",
         })
     return pd.DataFrame(rows)

@@ -18,3 +18,38 @@ def tiny_teacher(tmp_path_factory):
                       teacher_epochs=8)
     path = store.get_or_train(teacher_config(cfg))
     return store, cfg, path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the in-process study tests (SPEC §6: address='local'
+    never attaches to a stale cluster). Its metrics export port is known, for the metrics test."""
+    import ray
+
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # see metrics within seconds
+    metrics_port = free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=metrics_port)
+    yield {"metrics_port": metrics_port}
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_experiment(ray_session, tmp_path_factory):
+    """The smoke preset run end to end once; shared by the study and the analysis tests."""
+    from study.config import StudyConfig
+    from study.runner import Study
+
+    storage = tmp_path_factory.mktemp("storage")
+    study = Study(StudyConfig.preset("smoke"), storage, "smoke", preset="smoke")
+    study.prepare(resume=False)
+    study.run()
+    return study.exp_dir

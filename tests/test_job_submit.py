@@ -62,14 +62,14 @@ def smoke_study_job(tmp_path: Path) -> JobSpec:
         REPO,  # run_study.py lives at the repo root; .gitignore keeps .venv and runs/ out
         ["python", "run_study.py", "run", "--preset", "smoke", "--storage",
          str(tmp_path / "runs")],
-        marker=None,  # set to a line the CLI prints on success once it has one
+        marker="study smoke finished",  # the CLI's last line of a finished study
         timeout_s=300,
     )
 
 
 # The job under test. Switch to the real study by changing this one line:
 #   JOB = smoke_study_job
-JOB = tiny_ray_job
+JOB = smoke_study_job
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,125 @@
+"""Study configuration and CLI: presets, and every bad input refused before Ray starts."""
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import run_study
+from study.config import StudyConfig, preset_names
+
+
+def run_cli(args, capsys):
+    code = run_study.main(args)
+    return code, capsys.readouterr()
+
+
+def write_config(tmp_path, **changes):
+    values = yaml.safe_load((Path("study/presets/smoke.yaml")).read_text())
+    for method, ranges in changes.pop("search", {}).items():  # merge, keep the preset's ranges
+        values["search"][method] = {**values["search"].get(method, {}), **ranges}
+    values.update(changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_presets_are_listed_with_cost(capsys):
+    code, out = run_cli(["presets"], capsys)
+    assert code == 0
+    for name in ("smoke", "mnist1d", "cifar10-paper", "cifar100-paper"):
+        assert name in out.out
+    assert out.out.count("cost:") == len(preset_names())
+
+
+def test_runnable_presets_validate():
+    smoke, default = StudyConfig.preset("smoke"), StudyConfig.preset("mnist1d")
+    assert len(smoke.students) == 2 and set(smoke.methods) == {"ce", "kd", "annealing"}
+    assert smoke.trials_per_cell >= 4
+    assert len(default.students) >= 4 and len(default.methods) == 5
+    assert default.trials_per_cell >= 12 and default.rerun_seeds == 3
+
+
+@pytest.mark.parametrize("name, dataset", [("cifar10-paper", "cifar10"), ("cifar100-paper", "cifar100")])
+def test_paper_presets_validate_with_a_data_dir(tmp_path, name, dataset):
+    with pytest.raises(Exception, match="data_dir"):
+        StudyConfig.preset(name)  # no data folder given: refused, naming the field
+    values = yaml.safe_load((Path("study/presets") / f"{name}.yaml").read_text())
+    cfg = StudyConfig.from_dict({**values, "data_dir": str(tmp_path)})
+    assert cfg.dataset == dataset and cfg.teacher == "resnet110" and cfg.assistant == "resnet20"
+    assert cfg.students == ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56"]
+    # the official budget: 200 + 200 epochs, tau_max up to 10
+    run = cfg.train_config("resnet8", "annealing", tau_max=10, stage_epochs=20)
+    assert run.epochs == 400 and run.phase1_epochs == 200 and run.num_classes == (100 if dataset == "cifar100" else 10)
+    assert cfg.gpus_per_trial == 0.5
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(students=["resnet999"]), "model: unknown model 'resnet999'"),
+    (dict(students=["resnet8"]), "model: 'resnet8' is not allowed; dataset mnist1d needs a signal model"),
+    (dict(methods=["ce", "fitnets"]), "methods: unknown method 'fitnets'"),
+    (dict(dataset="imagenet"), "dataset: 'imagenet' is not allowed"),
+    (dict(search={"annealing": {"tau_max": [0, 3]}}), "tau_max"),
+    (dict(search={"annealing": {"tau_max": 0, "stage_epochs": 1}}), "tau_max: 0 is not allowed"),
+    (dict(search={"annealing": {"stage_epochs": 0}}), "stage_epochs: 0 is not allowed"),
+    (dict(epochs=5, search={"annealing": {"tau_max": [2, 3], "stage_epochs": [1, 2]}}),
+     "epochs: 5 is not allowed; the annealing search can ask for tau_max 3 x stage_epochs 2"),
+    (dict(search={"ce": {"lr": 0.0}}), "lr: 0.0 is not allowed; it must be > 0"),
+    (dict(search={"ce": {"lr": [-0.1, 0.1]}}), "lr: -0.1 is not allowed"),
+    (dict(train={"lr": -1.0}, methods=["kd"]), "lr: -1.0 is not allowed"),
+    (dict(dataset="cifar10", students=["resnet8"], teacher="resnet20", data_dir="/nonexistent/cifar"),
+     "data_dir: '/nonexistent/cifar' is not allowed; the folder does not exist"),
+    (dict(trials_per_cell=0), "trials_per_cell: 0 is not allowed"),
+    (dict(pruner="hyperband"), "pruner: 'hyperband' is not allowed; allowed: median, asha, none"),
+    (dict(colour="blue"), "unknown key(s) ['colour']"),
+])
+def test_bad_config_is_refused_naming_the_field(tmp_path, capsys, changes, message):
+    path = write_config(tmp_path, **changes)
+    code, out = run_cli(["run", "--config", path, "--storage", str(tmp_path / "runs")], capsys)
+    assert code == 2
+    assert message in out.err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_unknown_preset(tmp_path, capsys):
+    code, out = run_cli(["run", "--preset", "nope", "--storage", str(tmp_path)], capsys)
+    assert code == 2 and "preset: unknown preset 'nope'; allowed: cifar10-paper" in out.err
+
+
+def test_unwritable_storage(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out = run_cli(["run", "--preset", "smoke", "--storage", str(blocker / "runs")], capsys)
+    assert code == 2 and "storage:" in out.err and "not a writable folder" in out.err
+    code, out = run_cli(["run", "--preset", "smoke", "--storage", "s3://bucket/x"], capsys)
+    assert code == 2 and "storage: 's3://bucket/x' is not allowed" in out.err
+
+
+def test_existing_experiment_needs_resume(tmp_path, capsys):
+    (tmp_path / "smoke").mkdir()
+    code, out = run_cli(["run", "--preset", "smoke", "--storage", str(tmp_path)], capsys)
+    assert code == 2 and "name: 'smoke' is not allowed; experiment" in out.err and "--resume" in out.err
+    code, out = run_cli(["run", "--preset", "smoke", "--storage", str(tmp_path), "--name", "other", "--resume"], capsys)
+    assert code == 2 and "cannot be resumed" in out.err
+
+
+def test_search_space_is_define_by_run_and_feasible():
+    import optuna
+
+    from study.space import MethodSpace
+
+    cfg = StudyConfig.preset("mnist1d")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for method in cfg.methods:
+        for _ in range(20):
+            trial = study.ask()
+            params = MethodSpace(cfg, method)(trial)
+            run = cfg.train_config("mlp1d_8", method, **params)  # validates every sampled config
+            if method == "annealing":
+                assert run.epochs - run.phase1_epochs >= cfg.search_space("annealing")["min_phase2_epochs"]
+            if method in ("kd", "takd"):
+                assert params["temperature"] in (1, 2, 5, 10, 15, 20)
+                assert params["alpha"] in [round(0.05 * i, 2) for i in range(1, 21)]
+            if method == "continuation":
+                assert "psi_fraction" not in params and 1 <= params["psi_epochs"] <= cfg.epochs
+            study.tell(trial, 0.0)
