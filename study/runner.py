@@ -200,11 +200,12 @@ class Study:
 
         from study.metrics import StudyMetrics
         from study.search import CellPruner, CellSearcher
-        from study.trainable import run_trial
+        from study.trainable import run_trial, trial_dirname
 
         cfg = self.config
         trainable = tune.with_parameters(run_trial, study_values=cfg.to_dict(),
-                                         teacher_files=teacher_files, study_name=self.name)
+                                         teacher_files=teacher_files, study_name=self.name,
+                                         exp_dir=str(self.exp_dir))
         trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
         stage_dir = self.exp_dir / stage
         runs = self.rerun_plan() if stage == "rerun" else []
@@ -271,13 +272,6 @@ class Study:
         summary.to_csv(tmp, index=False)
         tmp.replace(self.exp_dir / "summary.csv")
         return summary
-
-
-def trial_dirname(trial) -> str:
-    """Short, readable trial folders: <cell>_<stage>_<trial id> (Tune's default embeds every
-    parameter and overflows path limits on real search spaces)."""
-    run = trial.config.get("run", trial.config)
-    return f"{run.get('cell', 'trial')}_{run.get('stage', '')}_{trial.trial_id}"
 
 
 def cluster_hardware() -> dict[str, Any]:

@@ -7,6 +7,7 @@ so a worker never needs to see the driver's disk for them.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -46,14 +47,37 @@ def run_config(study: StudyConfig, run: dict[str, Any], teacher_files: dict[str,
     return cfg.replace(**changes)
 
 
+def trial_dirname(trial) -> str:
+    """Short, readable trial folders: <cell>_<stage>_<trial id> (Tune's default embeds every
+    parameter and overflows path limits on real search spaces)."""
+    run = trial.config.get("run", trial.config)
+    return _dirname(run, trial.trial_id)
+
+
+def _dirname(run: dict[str, Any], trial_id: str) -> str:
+    return f"{run.get('cell', 'trial')}_{run.get('stage', '')}_{trial_id}"
+
+
+def _final_marker(exp_dir: str, run: dict[str, Any], trial_id: str) -> Path:
+    stage_folder = "search" if run["stage"] == "search" else "rerun"
+    return Path(exp_dir) / stage_folder / _dirname(run, trial_id) / "final.json"
+
+
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     # Tune's CSV logger and the analysis read NaN more easily than None.
     return {k: (math.nan if v is None else v) for k, v in metrics.items()}
 
 
 def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_files: dict[str, bytes],
-              study_name: str) -> None:
+              study_name: str, exp_dir: str) -> None:
     run = config.get("run", config)  # re-runs arrive through a grid over whole run dicts
+    # Tune can schedule a trial again when the driver stopped between the trial's last
+    # report and its bookkeeping; a finished trial then reports its final result again
+    # instead of training from its previous checkpoint.
+    marker = _final_marker(exp_dir, run, tune.get_context().get_trial_id())
+    if marker.is_file():
+        tune.report({**json.loads(marker.read_text()), "replayed": True})
+        return
     study = StudyConfig(**study_values)
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))  # no oversubscription of shared cores
     cfg = run_config(study, run, teacher_files)
@@ -73,6 +97,9 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_file
         last.update(metrics)
         gauges.update(metrics)
         metrics = {**_clean(metrics), "node_id": node_id}
+        if metrics["finished"]:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(metrics))
         if metrics["stage_end"] or metrics["finished"]:
             with tempfile.TemporaryDirectory(dir=workdir) as folder:
                 save_state(Path(folder) / STATE_FILE)

@@ -118,11 +118,14 @@ def test_lost_node_trials_resume_from_checkpoints(cluster, tmp_path):
     rows = results(exp_dir)[victim]
     epochs = [r["epoch"] for r in rows]
     nodes = {r["node_id"] for r in rows}
-    # the victim ran on two nodes and continued from a checkpoint: some epoch is reported
-    # again after the loss, but the run did not start over from epoch 1
+    # the victim ran on two nodes and continued from its last checkpoint (a stage end), not
+    # from epoch 1: epochs after that checkpoint may be reported twice, epoch 1 only once
     assert len(nodes) == 2, nodes
-    restart = next(i for i in range(1, len(epochs)) if epochs[i] <= epochs[i - 1])
-    assert epochs[restart] > 1 and epochs[-1] == FAULT_STUDY["epochs"]
+    moved = next(i for i in range(1, len(rows)) if rows[i]["node_id"] != rows[i - 1]["node_id"])
+    checkpoints = [r["epoch"] for r in rows[:moved] if r.get("stage_end")]
+    assert epochs[moved] == max(checkpoints) + 1 > 1
+    assert epochs.count(1) == 1 and epochs[-1] == FAULT_STUDY["epochs"]
+    assert sorted(set(epochs)) == list(range(1, FAULT_STUDY["epochs"] + 1))
 
 
 def test_interrupted_driver_resumes_without_rerunning_finished_trials(tmp_path):
@@ -150,10 +153,15 @@ def test_interrupted_driver_resumes_without_rerunning_finished_trials(tmp_path):
     summary = check_complete(exp_dir, {**FAULT_STUDY, "trials_per_cell": 4})
     after = results(exp_dir)
     for name, rows in finished_before.items():
-        assert after[name] == rows, f"finished trial {name} was trained again"
+        # Tune may schedule a trial again if the driver stopped between its last report and
+        # its bookkeeping; it then only replays its final result, it does not train
+        assert after[name][:len(rows)] == rows
+        replays = after[name][len(rows):]
+        assert all(r.get("replayed") and r["epoch"] == rows[-1]["epoch"] for r in replays), \
+            f"finished trial {name} was trained again"
     # epochs trained in total: every search trial's budget once, plus what the unfinished
     # trials repeated from their last checkpoint (less than one stage each)
-    epochs_trained = sum(len(rows) for rows in after.values())
+    epochs_trained = sum(1 for rows in after.values() for r in rows if not r.get("replayed"))
     assert epochs_trained >= 8 * FAULT_STUDY["epochs"]
     assert epochs_trained < 8 * FAULT_STUDY["epochs"] + (8 - len(finished_before)) * 3
     assert len(summary[summary.stage == "search"]) == 8

@@ -1,6 +1,8 @@
 """The study on a real local Ray instance: the smoke preset end to end, Optuna bookkeeping,
 pruning, divergence, teacher reuse and the dashboard metrics."""
 import json
+import threading
+import time
 import urllib.request
 
 import optuna
@@ -110,12 +112,26 @@ def test_diverging_trials_fail_and_the_study_goes_on(ray_session, tmp_path):
     assert [t.state.name for t in ce_trials] == ["FAIL", "FAIL"]
 
 
-def test_metrics_port_shows_the_study_metrics(smoke_experiment, ray_session):
+def test_metrics_port_shows_the_study_metrics(ray_session, tmp_path):
+    """Gauges are exported while they are being set, so the port is read during a run."""
     url = f"http://127.0.0.1:{ray_session['metrics_port']}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    for name in ("ray_kd_trials_started", "ray_kd_trials_completed", "ray_kd_trials_pruned",
-                 "ray_kd_cell_best_val_acc", "ray_kd_trial_val_acc", "ray_kd_trial_temperature",
-                 "ray_kd_trial_phase", "ray_kd_trial_epoch"):
-        assert name in text, name
-    started = [line for line in text.splitlines() if line.startswith("ray_kd_trials_started{")]
-    assert any('cell="cnn1d_8-annealing"' in line and 'study="smoke"' in line for line in started)
+    names = ("ray_kd_trials_started", "ray_kd_trials_completed", "ray_kd_cell_best_val_acc",
+             "ray_kd_trial_val_acc", "ray_kd_trial_temperature", "ray_kd_trial_phase", "ray_kd_trial_epoch")
+    cfg = StudyConfig.preset("smoke").replace(
+        students=["cnn1d_8"], methods=["annealing"], trials_per_cell=2, rerun_seeds=0, epochs=12,
+        train={"num_samples": 6000, "val_size": 300, "teacher_epochs": 3})
+    study = Study(cfg, tmp_path, "metrics")
+    study.prepare(resume=False)
+    runner = threading.Thread(target=study.run)
+    runner.start()
+    seen, lines = set(), []
+    while runner.is_alive() or len(seen) < len(names):
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        seen |= {n for n in names if n in text}
+        lines += [line for line in text.splitlines() if line.startswith("ray_kd_trials_started")]
+        if not runner.is_alive():
+            break
+        time.sleep(0.3)
+    runner.join()
+    assert seen == set(names)
+    assert any('cell="cnn1d_8-annealing"' in line and 'study="metrics"' in line for line in lines)
