@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import random
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from kd.bank import format_bytes
 from kd.config import ConfigError
 from kd.models import build_model, count_parameters
 from kd.store import TeacherStore, assistant_config, teacher_config
@@ -190,8 +192,49 @@ class Study:
                          "path": str(store.path_for(cfg))})
             self.log(f"[teachers] {role} {cfg.model}: val {metrics['best_val_acc']:.2f}% "
                      f"test {metrics['test_acc']:.2f}%")
+        banks = self.build_banks(store.root, probe, files)
+        for row in rows:
+            row.update(banks.get(row["role"], {"bank_bytes": 0, "bank_build_seconds": 0.0}))
         pd.DataFrame(rows).to_csv(self.exp_dir / "teachers.csv", index=False)
         return files
+
+    def build_banks(self, root: Path, probe, files: dict[str, bytes]) -> dict[str, dict[str, float]]:
+        """The teacher's (and assistant's) logits for every (training example, view), computed
+        once on a worker into the shared storage; every trial memory-maps the file."""
+        import ray
+
+        roles = sorted({"assistant" if m == "takd" else "teacher" for m in self.config.methods if m != "ce"})
+        if not probe.teacher_bank or not roles:
+            return {}
+
+        @ray.remote(num_cpus=self.config.cpus_per_trial, num_gpus=self.config.gpus_per_trial)
+        def bank_remote(cfg_values: dict, blob: bytes) -> dict | None:
+            import torch
+
+            from kd.bank import estimate_bank_bytes, get_or_build_bank
+            from kd.config import TrainConfig
+            from kd.data import load_data
+            from kd.train import select_device
+            from study.trainable import materialize
+
+            torch.set_num_threads(max(1, int(self.config.cpus_per_trial)))
+            cfg = TrainConfig.from_dict(cfg_values)
+            data = load_data(cfg)
+            need = estimate_bank_bytes(len(data.train_x), data.num_views, data.num_classes)
+            if need > cfg.bank_memory_gb * 2**30:
+                return {"bank_bytes": 0, "bank_build_seconds": 0.0, "over_cap": need}
+            bank = get_or_build_bank(root, materialize(blob), cfg, data=data, device=select_device(cfg.device))
+            return {"bank_bytes": bank.nbytes, "bank_build_seconds": bank.build_seconds}
+
+        stats = dict(zip(roles, ray.get([bank_remote.remote(probe.to_dict(), files[r]) for r in roles])))
+        for role, info in stats.items():
+            if info.pop("over_cap", None):
+                self.log(f"[teachers] {role} bank would exceed bank_memory_gb={probe.bank_memory_gb:g}: "
+                         f"trials run the {role} live")
+            else:
+                self.log(f"[teachers] {role} logit bank: {format_bytes(info['bank_bytes'])}, "
+                         f"built in {info['bank_build_seconds']:.1f} s (shared by every trial)")
+        return stats
 
     # ------------------------------------------------------------------ Tune
     def make_tuner(self, stage: str, teacher_files: dict[str, bytes]):
@@ -202,10 +245,13 @@ class Study:
         from study.search import CellPruner, CellSearcher
         from study.trainable import run_trial, trial_dirname
 
+        # Trials checkpoint at every temperature stage; on small data that is every few
+        # seconds, and Tune would warn about each experiment snapshot it triggers.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         cfg = self.config
         trainable = tune.with_parameters(run_trial, study_values=cfg.to_dict(),
                                          teacher_files=teacher_files, study_name=self.name,
-                                         exp_dir=str(self.exp_dir))
+                                         exp_dir=str(self.exp_dir), bank_root=str(self.storage / "teachers"))
         trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
         stage_dir = self.exp_dir / stage
         runs = self.rerun_plan() if stage == "rerun" else []

@@ -63,13 +63,27 @@ def _final_marker(exp_dir: str, run: dict[str, Any], trial_id: str) -> Path:
     return Path(exp_dir) / stage_folder / _dirname(run, trial_id) / "final.json"
 
 
+def stored_bank(cfg, bank_root: str):
+    """The teacher bank the driver built into the storage, memory-mapped; None when there is
+    none (bank off, or over bank_memory_gb: then train() runs the teacher live)."""
+    from kd.bank import bank_key, bank_path, load_bank
+
+    if not cfg.teacher_bank or cfg.method == "ce":
+        return None
+    source = cfg.assistant_checkpoint if cfg.method == "takd" else cfg.teacher_checkpoint
+    key = bank_key(source, cfg)
+    path = bank_path(bank_root, key)
+    # the driver verified the checksum once; trials check the size and the key
+    return load_bank(path, mmap=True, verify=False, expected_key=key) if path.is_file() else None
+
+
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     # Tune's CSV logger and the analysis read NaN more easily than None.
     return {k: (math.nan if v is None else v) for k, v in metrics.items()}
 
 
 def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_files: dict[str, bytes],
-              study_name: str, exp_dir: str) -> None:
+              study_name: str, exp_dir: str, bank_root: str) -> None:
     run = config.get("run", config)  # re-runs arrive through a grid over whole run dicts
     # Tune can schedule a trial again when the driver stopped between the trial's last
     # report and its bookkeeping; a finished trial then reports its final result again
@@ -108,7 +122,7 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_file
             tune.report(metrics)
 
     try:
-        train(cfg, report=report, resume_from=resume_from)
+        train(cfg, report=report, resume_from=resume_from, bank=stored_bank(cfg, bank_root))
     except DivergedError as error:
         # A diverged configuration is a result, not a crash: no retry, the study goes on.
         tune.report({"best_val_acc": last.get("best_val_acc", 0.0) if last else 0.0,
