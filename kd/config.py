@@ -61,6 +61,9 @@ class TrainConfig:
     teacher_seed: int = _opt(0, "seed when the teacher is trained here")
     assistant: str | None = _opt(None, "takd: teacher-assistant architecture")
     assistant_checkpoint: str | None = _opt(None, "takd: stored assistant file")
+    teacher_bank: bool = _opt(True, "precompute teacher logits once for every (example, view); falls back "
+                                    "to the live teacher above bank_memory_gb")
+    bank_memory_gb: float = _opt(8.0, "largest teacher bank (GiB, float16 logits) built in memory")
     # --- run
     seed: int = _opt(0, "seed of initialisation, shuffling and augmentation")
     device: str = _opt("auto", "auto | cpu | cuda", choices=DEVICES)
@@ -103,7 +106,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def key(self, ignore: tuple[str, ...] = ("device", "amp", "compile")) -> str:
+    def key(self, ignore: tuple[str, ...] = ("device", "amp", "compile", "teacher_bank",
+                                             "bank_memory_gb")) -> str:
         """Content hash of everything that changes what is learned (not where it runs)."""
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -132,7 +136,7 @@ class TrainConfig:
         for name in ("lr", "teacher_lr", "temperature"):
             if not getattr(self, name) > 0:
                 fail(name, "it must be > 0")
-        for name in ("weight_decay", "teacher_weight_decay", "momentum", "margin"):
+        for name in ("weight_decay", "teacher_weight_decay", "momentum", "margin", "bank_memory_gb"):
             if getattr(self, name) < 0:
                 fail(name, "it must be >= 0")
         if not 0.0 <= self.alpha <= 1.0:

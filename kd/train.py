@@ -8,6 +8,10 @@ keeps its own best checkpoint, selected on validation accuracy (test accuracy on
 After every epoch `report(metrics, save_state)` is called; `save_state(path)` writes
 everything needed to continue exactly from that point (`train(..., resume_from=path)`).
 This module knows nothing of Ray: the study's trainable decides when to checkpoint.
+
+The teacher's logits come from a kd.bank.TeacherBank when one is passed or cfg.teacher_bank
+is on (evaluated once per (example, view), read back for the views each epoch draws), or
+from the live teacher (cfg.teacher_bank off, or the bank over cfg.bank_memory_gb).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from kd.bank import TeacherBank, bank_for_training, check_bank
 from kd.config import ConfigError, TrainConfig
 from kd.data import Data, load_data
 from kd.methods import EpochContext, Phase, build_method
@@ -106,7 +111,7 @@ def load_teacher(path: str, device: torch.device) -> FrozenTeacher:
 
 
 def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Path | None = None,
-          data: Data | None = None) -> dict[str, Any]:
+          data: Data | None = None, bank: TeacherBank | None = None) -> dict[str, Any]:
     cfg.validate()
     method = build_method(cfg)
     distill_from = cfg.assistant_checkpoint if method.needs_assistant else cfg.teacher_checkpoint
@@ -122,18 +127,39 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
 
     data = (data or load_data(cfg)).to(device)
     student = build_model(cfg.model, data.num_classes).to(device)
-    teacher = load_teacher(distill_from, device) if method.needs_teacher else None
+    teacher = None
     if use_cuda and data.train_x.dim() == 4:
         student = student.to(memory_format=torch.channels_last)
     forward = torch.compile(student) if cfg.compile else student
     phases: list[Phase] = method.phases()
+    resume = torch.load(resume_from, map_location=device, weights_only=False) if resume_from else None
+    if resume is not None and resume["config"] != cfg.to_dict():
+        raise ConfigError("resume_from: the saved state belongs to a different configuration")
+
+    # Teacher logits come from a bank (kd/bank.py: evaluated once per (example, view), exact
+    # up to fp16 rounding) or from the live teacher. The bank is built here only if a
+    # remaining phase needs it; bank_build_seconds is this call's build time (0 if passed in).
+    # Before a resume restores the RNG state: building a model draws from the global RNG.
+    bank_build_seconds = 0.0
+    if not method.needs_teacher:
+        bank = None
+    else:
+        remaining = phases[resume["phase_index"] if resume is not None else 0:]
+        if bank is None and cfg.teacher_bank and any(p.uses_teacher for p in remaining):
+            bank_started = time.perf_counter()
+            bank = bank_for_training(cfg, distill_from, data, device)  # None: over bank_memory_gb
+            bank_build_seconds = time.perf_counter() - bank_started if bank is not None else 0.0
+        if bank is not None:
+            check_bank(bank, data, distill_from, cfg)
+        else:
+            teacher = load_teacher(distill_from, device)
+    bank_stats = {"bank_bytes": bank.nbytes if bank is not None else 0,
+                  "bank_build_seconds": bank_build_seconds}
+    first_report = True
 
     phase_index, phase_epoch, epoch = 0, 0, 0
     best, previous_best = Best(), Best()
-    resume = torch.load(resume_from, map_location=device, weights_only=False) if resume_from else None
     if resume is not None:
-        if resume["config"] != cfg.to_dict():
-            raise ConfigError("resume_from: the saved state belongs to a different configuration")
         phase_index, phase_epoch, epoch = resume["phase_index"], resume["phase_epoch"], resume["epoch"]
         best, previous_best = Best(**resume["best"]), Best(**resume["previous_best"])
         student.load_state_dict(resume["student"])
@@ -166,7 +192,12 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast():
                     student_logits = forward(x)
-                    teacher_logits = teacher(x) if teacher is not None and phase.uses_teacher else None
+                    if not phase.uses_teacher:
+                        teacher_logits = None
+                    elif bank is not None:  # the very (example, view) pairs the student sees in x
+                        teacher_logits = bank.lookup(batch, views[batch])
+                    else:
+                        teacher_logits = teacher(x) if teacher is not None else None
                     terms = method.losses(student_logits, teacher_logits, data.train_y[batch], ctx)
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
@@ -203,6 +234,9 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
                 "epoch_seconds": time.perf_counter() - epoch_start,
                 "samples_per_s": num_train / train_seconds,
             }
+            if first_report:  # the bank's cost, once per call
+                metrics.update(bank_stats)
+                first_report = False
 
             def save_state(path, _phase_index=phase_index, _opt=optimizer, _sched=scheduler):
                 state = {
@@ -228,6 +262,7 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
         "epochs_run": epoch,
         "seconds": time.perf_counter() - started,
         "student_params": count_parameters(student),
+        **bank_stats,
         "selection": "test (paper protocol)" if cfg.paper_protocol else "validation",
         "state_dict": previous_best.state_dict,
     }

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-# Two cores: one intra-op thread per process keeps parallel Ray workers from oversubscribing.
-torch.set_num_threads(int(os.environ.get("KD_TEST_THREADS", "2")))
+# One intra-op thread: on 2 cores a second busy process turns OpenMP spin-waits into 10-100x slowdowns.
+torch.set_num_threads(int(os.environ.get("KD_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
