@@ -342,4 +342,6 @@ def main_report(exp_dir, out=None, compare=None) -> int:
         return 2
     for name in sorted(paths, key=lambda n: (not n.startswith("report."), n)):
         print(paths[name])
+    # last line: the one file to open
+    print(f"report: {paths['report.html']} (also {paths['report.md'].name}, figures and CSV tables beside it)")
     return 0
