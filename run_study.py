@@ -29,7 +29,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
         # Read raw: a CIFAR preset only validates once --data-dir names a real folder.
         values = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
         cells = len(values["students"]) * len(values["methods"])
-        print(f"{name:<16} {values['description']}\n{'':<16} {cells} cells x {values['trials_per_cell']} "
+        tasks = f"{len(values['tasks'])} tasks x " if values.get("tasks") else ""
+        print(f"{name:<18} {values['description']}\n{'':<18} {tasks}{cells} cells x {values['trials_per_cell']} "
               f"trials x {values['epochs']} epochs; cost: {values['cost']}")
     return 0
 
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     run.add_argument("--seed", type=int, help="seed of the samplers and search trials")
-    run.add_argument("--data-dir", help="dataset folder (CIFAR presets)")
+    run.add_argument("--data-dir", help="dataset folder (CIFAR presets; GLUE presets: local GLUE files "
+                     "instead of the Hub)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     run.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=False,
                      help="start the Ray dashboard with the local instance")

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from analysis import tables
+from analysis import tables, tasks
 from analysis.load import Experiment
 
 METHOD_STYLE = {  # colour-blind-safe (Okabe-Ito) and fixed, so a method looks the same everywhere
@@ -106,10 +106,10 @@ def gap_curve_figure(exp: Experiment) -> Figure | None:
                        label=f"teacher ({teacher:.2f})")
     seeds = gap.loc[gap["source"] == "rerun", "n_seeds"]
     spread = f"mean ± std over {_seed_range(seeds)} seeds" if len(seeds) else "single search trials"
-    acc_ax.set_title(f"Student test accuracy ({spread})")
-    acc_ax.set_ylabel("test accuracy (%)")
+    acc_ax.set_title(f"Student test {_score(exp)} ({spread})")
+    acc_ax.set_ylabel(f"test {_score(exp, unit=True)}")
     gap_ax.set_title("Gap to the teacher (teacher − student)")
-    gap_ax.set_ylabel("accuracy gap (percentage points)")
+    gap_ax.set_ylabel(f"{_score(exp)} gap (points)")
     for ax in (acc_ax, gap_ax):
         _log_ratio_axis(ax, ratios)
     handles, _ = acc_ax.get_legend_handles_labels()
@@ -138,7 +138,7 @@ def gain_over_ce(exp: Experiment, out) -> Path:
                     yerr=np.nan_to_num(errors), color=colour, marker=marker, capsize=4, label=label)
     ax.axhline(0, color="black", linewidth=1)
     _log_ratio_axis(ax, ratios)
-    ax.set_ylabel("test accuracy gain over CE (percentage points)")
+    ax.set_ylabel(f"test {_score(exp)} gain over CE (points)")
     ax.set_title(f"Gain over CE, paired by seed ({_seed_range(gain['n_pairs'])} pairs); "
                  f"bars: 95% t-interval (none when n < 2)", fontsize=10)
     ax.legend(fontsize=8)
@@ -197,7 +197,7 @@ def annealing_sensitivity(exp: Experiment, out) -> Path:
             top = rows.loc[done, "best_val_acc"].idxmax()
             ax.annotate(f"best {rows.at[top, 'best_val_acc']:.2f}", (x[top], y[top]), xytext=(6, 6),
                         textcoords="offset points", fontsize=8)
-            fig.colorbar(points, ax=ax, label="best val acc (%), completed trials")
+            fig.colorbar(points, ax=ax, label=f"best val {_score(exp, unit=True)}, completed trials")
         ax.set_title(f"{cell} (ratio {ratios.get(rows['student'].iloc[0], math.nan):.1f}×)", fontsize=9)
         ax.set_xlabel("τ_max")
         ax.set_ylabel("stage_epochs (epochs per T)")
@@ -209,7 +209,7 @@ def annealing_sensitivity(exp: Experiment, out) -> Path:
                         Line2D([], [], marker="x", linestyle="none", color="black",
                                label="pruned (stopped early, not coloured)")],
                loc="outside lower center", ncols=2, fontsize=8)
-    fig.suptitle("Annealing sensitivity:\nvalidation accuracy over τ_max × stage_epochs (search trials)")
+    fig.suptitle(f"Annealing sensitivity:\nvalidation {_score(exp)} over τ_max × stage_epochs (search trials)")
     return _save(fig, out)
 
 
@@ -252,11 +252,11 @@ def learning_curves(exp: Experiment, out) -> Path:
             ax.plot(chosen["epoch"], chosen["val_acc"], marker="*", markersize=13, color="gold",
                     markeredgecolor="black", linestyle="none")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylabel(f"validation {_score(exp, unit=True)}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     fig.legend(handles=[
-        Line2D([], [], color="black", marker=".", label="validation accuracy"),
+        Line2D([], [], color="black", marker=".", label=f"validation {_score(exp)}"),
         Line2D([], [], color="grey", alpha=0.6, label="temperature T (right axis)"),
         Line2D([], [], color="grey", linestyle=":", label="T step"),
         Line2D([], [], color="black", linestyle="--", label="phase switch"),
@@ -299,7 +299,7 @@ def search_pruning(exp: Experiment, out) -> Path:
         ax.set_title(f"{cell}\npruned {stats['pruned']}/{stats['trials']}, saved {stats['epochs_saved']:.0f} of "
                      f"{stats['epochs_without_pruning']:.0f} epochs ({_percent(stats['saved_ratio'])})", fontsize=9)
         ax.set_xlabel("trial (in start order)")
-        ax.set_ylabel("best validation accuracy (%)")
+        ax.set_ylabel(f"best validation {_score(exp, unit=True)}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], marker=m, color=c, linestyle="none", label=s) for s, (m, c) in markers.items()]
@@ -307,7 +307,7 @@ def search_pruning(exp: Experiment, out) -> Path:
                 Line2D([], [], marker="D", markerfacecolor="none", color="C3", linestyle=":",
                        label="audit: pruned config re-run to completion")]
     fig.legend(handles=handles, loc="outside lower center", ncols=6, fontsize=8)
-    fig.suptitle("Search and pruning (pruned trials: validation accuracy when stopped)")
+    fig.suptitle(f"Search and pruning (pruned trials: validation {_score(exp)} when stopped)")
     return _save(fig, out)
 
 
@@ -319,6 +319,14 @@ def _in_start_order(exp: Experiment, rows: pd.DataFrame) -> pd.DataFrame:
     started = rows["trial_id"].map(exp.epochs.groupby("trial_id")["timestamp"].min())
     return rows.assign(_started=started).sort_values("_started", kind="stable", na_position="last") \
         .drop(columns="_started").reset_index(drop=True)
+
+
+def _score(exp: Experiment, unit: bool = False) -> str:
+    """What the plotted numbers are: accuracy, or the task's primary GLUE metric (MCC, F1, ...)."""
+    metric = exp.primary_metric
+    if metric == "accuracy":
+        return "accuracy (%)" if unit else "accuracy"
+    return f"{tasks.metric_label(metric)} (×100)" if unit else tasks.metric_label(metric)
 
 
 def _seed_range(counts: pd.Series) -> str:

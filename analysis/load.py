@@ -22,12 +22,16 @@ class ExperimentError(Exception):
 
 # Without these a summary row cannot be placed in any table.
 REQUIRED_TRIAL_COLUMNS = ("trial_id", "stage", "cell", "method", "student", "status")
+# Every metric a task can report, of the selected checkpoint (study/summary.py); best_val_acc
+# and test_acc hold the task's primary metric, named in the `metric` column.
+METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_mcc", "test_pearson", "test_spearman",
+                  "test_accuracy_mm")
 NUMERIC_TRIAL_COLUMNS = (
     "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "tau_max",
     "stage_epochs", "lr", "weight_decay", "temperature", "alpha", "psi_epochs", "margin",
-    "best_val_acc", "test_acc", "epochs_run", "epochs_budget", "seconds",
+    "best_val_acc", "test_acc", *METRIC_COLUMNS, "epochs_run", "epochs_budget", "seconds",
 )
-TEXT_TRIAL_COLUMNS = ("dataset", "teacher", "assistant", "config", "reason", "node", "trial_dir")
+TEXT_TRIAL_COLUMNS = ("dataset", "teacher", "assistant", "config", "reason", "metric", "node", "trial_dir")
 TEACHER_COLUMNS = ("role", "arch", "params", "best_val_acc", "test_acc", "epochs", "seconds")
 # Joined into every progress row so per-epoch data can be grouped without a merge.
 EPOCH_KEYS = ("trial_id", "cell", "method", "student", "stage")
@@ -61,6 +65,31 @@ class Experiment:
             return str(self.config["dataset"])
         values = self.trials["dataset"].dropna().unique()
         return str(values[0]) if len(values) else ""
+
+    @property
+    def tasks(self) -> list[str]:
+        """The datasets of the trials, in the study's order: several for a multi-task GLUE
+        study (config `tasks`), else the one dataset."""
+        planned = [f"glue-{t}" for t in self.config.get("tasks") or []]
+        seen = [d for d in self.trials["dataset"].unique() if d]
+        return [d for d in planned if d in seen] + sorted(d for d in seen if d not in planned) \
+            or ([self.dataset] if self.dataset else [])
+
+    @property
+    def primary_metric(self) -> str:
+        """What best_val_acc / test_acc hold: accuracy, or the task's primary GLUE metric."""
+        values = self.trials["metric"][self.trials["metric"] != ""] if "metric" in self.trials else []
+        return str(values.mode().iloc[0]) if len(values) else "accuracy"
+
+    def subset(self, dataset: str) -> "Experiment":
+        """The part of a multi-task experiment that belongs to one dataset (task)."""
+        trials = self.trials[self.trials["dataset"] == dataset].reset_index(drop=True)
+        epochs = self.epochs[self.epochs["trial_id"].isin(trials["trial_id"])]
+        teachers = self.teachers
+        if "dataset" in teachers:
+            teachers = teachers[teachers["dataset"] == dataset].reset_index(drop=True)
+        info = {**self.info, "config": {**self.config, "dataset": dataset, "tasks": []}}
+        return Experiment(self.path, info, trials, epochs, teachers, [])
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -142,8 +171,9 @@ def _read_teachers(file: Path, missing: list[str]) -> pd.DataFrame:
             teachers[col] = float("nan")
     for col in ("params", "best_val_acc", "test_acc", "epochs", "seconds"):
         teachers[col] = pd.to_numeric(teachers[col], errors="coerce")
-    teachers["role"] = teachers["role"].astype("string").fillna("").astype(str)
-    teachers["arch"] = teachers["arch"].astype("string").fillna("").astype(str)
+    for col in ("role", "arch", "dataset", "metric"):
+        if col in teachers:
+            teachers[col] = teachers[col].astype("string").fillna("").astype(str)
     if not (teachers["role"] == "teacher").any():
         missing.append("teachers.csv has no teacher row (the teacher may still be training)")
     return teachers

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, tables
+from analysis import figures, tables, tasks
 from analysis.load import Experiment, ExperimentError, load_experiment
 
 DASH = "–"
@@ -77,13 +77,49 @@ def short_config(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- display tables
-def show_gap(gap: pd.DataFrame) -> pd.DataFrame:
+def metric_heading(metric: str) -> str:
+    """'acc %' for accuracy (as the image tables always said), else the metric's GLUE name."""
+    return "acc %" if metric == "accuracy" else f"{tasks.metric_label(metric)} ×100"
+
+
+def show_gap(gap: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    unit = metric_heading(metric)
     return pd.DataFrame({
         "method": gap["method"].map(method_label), "student": gap["student"],
         "capacity ratio": gap["capacity_ratio"].map(num),
-        "test acc % (mean ± std)": [pm(m, s) for m, s in zip(gap["test_mean"], gap["test_std"])],
+        f"test {unit} (mean ± std)": [pm(m, s) for m, s in zip(gap["test_mean"], gap["test_std"])],
         "seeds": gap["n_seeds"].map(integer), "source": gap["source"],
-        "teacher %": gap["teacher_test_acc"].map(num), "gap (teacher − student)": gap["gap"].map(num)})
+        "teacher %" if metric == "accuracy" else f"teacher {unit}": gap["teacher_test_acc"].map(num),
+        "gap (teacher − student)": gap["gap"].map(num)})
+
+
+def show_task_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Wide: one row per cell, one column per metric by its GLUE name, 'mean ± std'."""
+    rows = []
+    for (ratio, student, method), group in metrics.groupby(["capacity_ratio", "student", "method"], sort=False):
+        row = {"method": method_label(method), "student": student, "capacity ratio": num(ratio)}
+        for r in group.itertuples(index=False):
+            row[f"{r.label} ×100"] = pm(r.mean, r.std)
+        row["seeds"] = integer(group["n"].max())
+        row["source"] = ", ".join(sorted(set(group["source"])))
+        rows.append(row)
+    return pd.DataFrame(rows).fillna(DASH) if rows else pd.DataFrame(columns=["method", "student"])
+
+
+def show_overview(overview: pd.DataFrame) -> pd.DataFrame:
+    """The GLUE table: one row per (method, student), one column per task ('task (metric)')."""
+    overview = overview.assign(column=[t if t == "Average" else f"{t} ({m})"
+                                       for t, m in zip(overview["task"], overview["metric"])])
+    columns = list(dict.fromkeys(overview["column"]))
+    rows = []
+    for (method, student), group in overview.groupby(["method", "student"], sort=False):
+        row = {"method": "Teacher" if method == "teacher" else method_label(method), "student": student}
+        row.update({r.column: pm(r.mean, r.std) for r in group.itertuples(index=False)})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["method", "student", *columns]).fillna(DASH)
+    order = {label: i for i, label in enumerate(["Teacher", *(method_label(m) for m in tables.METHOD_ORDER)])}
+    return table.sort_values(["student", "method"], key=lambda c: c.map(lambda v: order.get(v, 99))
+                             if c.name == "method" else c, kind="stable").reset_index(drop=True)
 
 
 def show_gain(gain: pd.DataFrame) -> pd.DataFrame:
@@ -109,20 +145,24 @@ def show_ranking(rank: pd.DataFrame) -> pd.DataFrame:
 
 
 def show_paper(paper: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
+    shown = pd.DataFrame({
         "method": paper["method"], "teacher → student": paper["teacher"] + " → " + paper["student"],
-        "ours %": [pm(m, s) for m, s in zip(paper["ours"], paper["ours_std"])],
+        "ours": [pm(m, s) for m, s in zip(paper["ours"], paper["ours_std"])],
         "published": paper["published"].map(num), "ours − published": paper["difference"].map(num),
         "published metric": paper["published_metric"], "published source": paper["published_source"],
         "protocol notes": paper["protocol_notes"]})
+    if paper["dataset"].nunique() > 1:  # a study over several tasks: say which row is which
+        shown.insert(0, "dataset", paper["dataset"])
+    return shown
 
 
-def show_best(best: pd.DataFrame) -> pd.DataFrame:
+def show_best(best: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    unit = metric_heading(metric)
     return pd.DataFrame({
         "cell": best["cell"], "capacity ratio": best["capacity_ratio"].map(num),
-        "best search trial": best["best_trial_id"], "best val acc %": best["best_val_acc"].map(num),
+        "best search trial": best["best_trial_id"], f"best val {unit}": best["best_val_acc"].map(num),
         "config": best["best_config"].map(short_config),
-        "re-run test acc % (mean ± std)": [pm(m, s) for m, s in zip(best["test_mean"], best["test_std"])],
+        f"re-run test {unit} (mean ± std)": [pm(m, s) for m, s in zip(best["test_mean"], best["test_std"])],
         "seeds": best["n_seeds"].map(integer)})
 
 
@@ -158,59 +198,35 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
 
     proto = tables.protocol(exp)
     csv("protocol", pd.DataFrame(proto, columns=["label", "value"]))
-    gap = csv("gap_table", tables.gap_table(exp))
-    gain = csv("gain_over_ce", tables.gain_over_ce(exp))
-    rank = csv("ranking", tables.ranking(exp))
     paper = csv("paper_comparison", tables.paper_comparison(exp))
-    best = csv("best_configs", tables.best_configs(exp))
-    audit = csv("pruning_audit", tables.pruning_audit(exp))
-
-    blocks = [Block("h2", "Protocol"), Block("kv", proto)]
-    if exp.missing:
-        blocks += [Block("h2", "What is missing"), Block("missing", exp.missing)]
-    blocks += [
-        Block("h2", "Teacher-student gap"),
-        Block("p", "Test accuracy of the checkpoint selected on validation, mean ± sample std over the "
-                   "re-run seeds of each cell's best search configuration. Source `search` means the cell "
-                   "has no re-runs yet: the number is one search trial chosen on validation among many, "
-                   "an optimistic single draw."),
-        Block("table", show_gap(gap)),
-        Block("figure", png("gap_curve", figures.gap_curve, exp), "Student accuracy and gap to the teacher "
-                                                                   "against the capacity ratio"),
-        Block("h2", "Gain over CE"),
-        Block("p", "Paired by seed: each re-run is compared with the CE re-run of the same student and seed. "
-                   "The interval is a 95% t-interval of the paired differences (none with fewer than 2 pairs)."),
-        Block("table", show_gain(gain)),
-        Block("figure", png("gain_over_ce", figures.gain_over_ce, exp), "Gain over CE with 95% intervals"),
-        Block("h2", "Ranking per capacity level"),
-        Block("p", "Rank of each method at each capacity ratio (1 = best mean test accuracy), mean in brackets."),
-        Block("table", show_ranking(rank)),
+    paper_blocks = [
         Block("h2", "Against the published numbers"),
         Block("p", "Every published row with the same dataset, teacher, student and method (CE matches on "
                    "the student alone, as it uses no teacher). Protocols differ, see the notes: ours selects "
                    "on a validation split and reports test accuracy, the official Annealing-KD and TAKD code "
-                   "select the best epoch on the test set."),
+                   "select the best epoch on the test set."
+                   + (" GLUE: ours is scored on GLUE's dev set (our test split), the published rows too, "
+                      "in the published metric." if tasks.is_text(exp.dataset) else "")),
         Block("table", show_paper(paper)) if len(paper) else
         Block("p", f"No published row matches dataset {exp.dataset or DASH} with these models."),
-        Block("h2", "Annealing sensitivity"),
-        Block("figure", png("annealing_sensitivity", figures.annealing_sensitivity, exp),
-              "Validation accuracy over τ_max × stage_epochs"),
-        Block("h2", "Learning curves"),
-        Block("figure", png("learning_curves", figures.learning_curves, exp),
-              "Validation accuracy per epoch of each cell's best search trial; T steps and phase switch marked"),
-        Block("h2", "Best configurations"),
-        Block("table", show_best(best)),
-        Block("h2", "Search and pruning"),
-        Block("p", "Epochs saved count pruned trials only (budget − epochs run); failed and running trials "
-                   "did not stop because of the pruner. Audited: pruned configurations re-run to completion; "
-                   "`audited beat best` counts those whose final validation accuracy exceeds the cell's best "
-                   "completed search trial, i.e. configurations pruning wrongly discarded."),
-        Block("table", show_pruning(audit)),
-        Block("figure", png("search_pruning", figures.search_pruning, exp),
-              "Validation accuracy by trial order; pruned vs completed"),
     ]
+
+    blocks = [Block("h2", "Protocol"), Block("kv", proto)]
+    if exp.missing:
+        blocks += [Block("h2", "What is missing"), Block("missing", exp.missing)]
+    if len(exp.tasks) > 1:
+        overview = csv("glue_overview", tasks.glue_overview(exp))
+        blocks += [Block("h2", "GLUE overview"),
+                   Block("p", "Test score (GLUE dev) of each task's primary metric ×100, mean ± std over the "
+                              "re-run seeds; the average only where every task has a number. One section per "
+                              "task follows."),
+                   Block("table", show_overview(overview)), *paper_blocks]
+        for task in exp.tasks:
+            blocks += _task_blocks(exp.subset(task), csv, png, f"{tasks.task_label(task)}: ", f"_{task}")
+    else:
+        blocks += _task_blocks(exp, csv, png, "", "", paper_blocks)
     if other is not None:
-        blocks += _comparison(exp, other, csv, png, paths["gap_curve.png"])
+        blocks += _comparison(exp, other, csv, png, paths.get("gap_curve.png"))
     blocks += [Block("h2", "Files"),
                Block("list", [f"`{name}`" for name in sorted(paths) if name.endswith(".csv")])]
 
@@ -222,20 +238,86 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
     return paths
 
 
-def _comparison(exp: Experiment, other: Experiment, csv, png, gap_png: Path) -> list[Block]:
+def _task_blocks(exp: Experiment, csv, png, title: str, suffix: str,
+                 paper_blocks: list[Block] | None = None) -> list[Block]:
+    """The sections of one task (of the only task, for a single-task study): tables and
+    figures written as <name><suffix>.csv/.png."""
+    metric = exp.primary_metric
+    label = "accuracy" if metric == "accuracy" else tasks.metric_label(metric)
+    gap = csv(f"gap_table{suffix}", tables.gap_table(exp))
+    gain = csv(f"gain_over_ce{suffix}", tables.gain_over_ce(exp))
+    rank = csv(f"ranking{suffix}", tables.ranking(exp))
+    best = csv(f"best_configs{suffix}", tables.best_configs(exp))
+    audit = csv(f"pruning_audit{suffix}", tables.pruning_audit(exp))
+    blocks = [
+        Block("h2", f"{title}Teacher-student gap"),
+        Block("p", f"Test {label} of the checkpoint selected on validation, mean ± sample std over the "
+                   "re-run seeds of each cell's best search configuration. Source `search` means the cell "
+                   "has no re-runs yet: the number is one search trial chosen on validation among many, "
+                   "an optimistic single draw."),
+        Block("table", show_gap(gap, metric)),
+    ]
+    if tasks.is_text(exp.dataset):
+        metrics = csv(f"task_metrics{suffix}", tasks.task_metrics(exp))
+        blocks += [Block("h2", f"{title}Task metrics" if title else f"Task metrics ({exp.dataset})"),
+                   Block("p", "Every metric of the task, of the checkpoint selected on validation "
+                              f"{label}, ×100, mean ± std over the re-run seeds."),
+                   Block("table", show_task_metrics(metrics))]
+    blocks += [
+        Block("figure", png(f"gap_curve{suffix}", figures.gap_curve, exp),
+              "Student score and gap to the teacher against the capacity ratio"),
+        Block("h2", f"{title}Gain over CE"),
+        Block("p", "Paired by seed: each re-run is compared with the CE re-run of the same student and seed. "
+                   "The interval is a 95% t-interval of the paired differences (none with fewer than 2 pairs)."),
+        Block("table", show_gain(gain)),
+        Block("figure", png(f"gain_over_ce{suffix}", figures.gain_over_ce, exp), "Gain over CE with 95% intervals"),
+        Block("h2", f"{title}Ranking per capacity level"),
+        Block("p", f"Rank of each method at each capacity ratio (1 = best mean test {label}), mean in brackets."),
+        Block("table", show_ranking(rank)),
+        *(paper_blocks or []),
+        Block("h2", f"{title}Annealing sensitivity"),
+        Block("figure", png(f"annealing_sensitivity{suffix}", figures.annealing_sensitivity, exp),
+              f"Validation {label} over τ_max × stage_epochs"),
+        Block("h2", f"{title}Learning curves"),
+        Block("figure", png(f"learning_curves{suffix}", figures.learning_curves, exp),
+              f"Validation {label} per epoch of each cell's best search trial; T steps and phase switch marked"),
+        Block("h2", f"{title}Best configurations"),
+        Block("table", show_best(best, metric)),
+        Block("h2", f"{title}Search and pruning"),
+        Block("p", "Epochs saved count pruned trials only (budget − epochs run); failed and running trials "
+                   "did not stop because of the pruner. Audited: pruned configurations re-run to completion; "
+                   "`audited beat best` counts those whose final validation score exceeds the cell's best "
+                   "completed search trial, i.e. configurations pruning wrongly discarded."),
+        Block("table", show_pruning(audit)),
+        Block("figure", png(f"search_pruning{suffix}", figures.search_pruning, exp),
+              f"Validation {label} by trial order; pruned vs completed"),
+    ]
+    return blocks
+
+
+def _gaps_by_task(exp: Experiment) -> pd.DataFrame:
+    """The gap table of every task (cells of different tasks share names: never mixed)."""
+    if len(exp.tasks) <= 1:
+        return tables.gap_table(exp).assign(dataset=exp.dataset)
+    return pd.concat([tables.gap_table(exp.subset(t)).assign(dataset=t) for t in exp.tasks], ignore_index=True)
+
+
+def _comparison(exp: Experiment, other: Experiment, csv, png, gap_png: Path | None) -> list[Block]:
     a, b = exp.name, other.name if other.name != exp.name else f"{other.name} (2)"
-    keep = ["method", "student", "capacity_ratio", "test_mean", "test_std", "n_seeds", "source"]
-    joined = tables.gap_table(exp)[keep].merge(tables.gap_table(other)[keep], on=["method", "student"],
-                                               how="outer", suffixes=(f"_{a}", f"_{b}"))
+    keep = ["dataset", "method", "student", "capacity_ratio", "test_mean", "test_std", "n_seeds", "source"]
+    joined = _gaps_by_task(exp)[keep].merge(_gaps_by_task(other)[keep], on=["dataset", "method", "student"],
+                                            how="outer", suffixes=(f"_{a}", f"_{b}"))
     joined[f"difference_{a}_minus_{b}"] = joined[f"test_mean_{a}"] - joined[f"test_mean_{b}"]
     joined["capacity_ratio"] = joined[f"capacity_ratio_{a}"].fillna(joined[f"capacity_ratio_{b}"])
-    joined = tables.sort_rows(joined, "capacity_ratio", "student", "method").drop(columns="capacity_ratio")
+    joined = tables.sort_rows(joined, "dataset", "capacity_ratio", "student", "method").drop(columns="capacity_ratio")
     csv("compare_gap_table", joined)
+    unit = metric_heading(exp.primary_metric) if len(exp.tasks) <= 1 else "score ×100"
     shown = pd.DataFrame({
+        **({"dataset": joined["dataset"]} if joined["dataset"].nunique() > 1 else {}),
         "method": joined["method"].map(method_label), "student": joined["student"],
-        f"{a} test acc %": [pm(m, s) for m, s in zip(joined[f"test_mean_{a}"], joined[f"test_std_{a}"])],
+        f"{a} test {unit}": [pm(m, s) for m, s in zip(joined[f"test_mean_{a}"], joined[f"test_std_{a}"])],
         f"{a} seeds": joined[f"n_seeds_{a}"].map(integer),
-        f"{b} test acc %": [pm(m, s) for m, s in zip(joined[f"test_mean_{b}"], joined[f"test_std_{b}"])],
+        f"{b} test {unit}": [pm(m, s) for m, s in zip(joined[f"test_mean_{b}"], joined[f"test_std_{b}"])],
         f"{b} seeds": joined[f"n_seeds_{b}"].map(integer),
         f"{a} − {b}": joined[f"difference_{a}_minus_{b}"].map(num)})
     # Joined on the label index, which keeps the protocol's reading order (a merge would sort it).
@@ -245,14 +327,16 @@ def _comparison(exp: Experiment, other: Experiment, csv, png, gap_png: Path) -> 
     protocols["differs"] = (protocols[a] != protocols[b]).map({True: "yes", False: ""})
     blocks = [
         Block("h2", f"Comparison: {a} vs {b}"),
-        Block("p", f"Gap tables joined on method and student; the second experiment is read from {other.path}."),
+        Block("p", f"Gap tables joined on task, method and student; the second experiment is read from "
+                   f"{other.path}."),
         Block("table", shown),
         Block("p", "Protocols side by side (rows marked `yes` differ; numbers are only comparable when the "
                    "protocol rows that matter agree):"),
         Block("table", protocols.fillna(DASH)),
-        Block("figure", gap_png, f"Gap curve of {a}"),
-        Block("figure", png("gap_curve_compare", figures.gap_curve, other), f"Gap curve of {b}"),
     ]
+    if gap_png is not None and len(other.tasks) <= 1:  # one gap curve per study (per task: see the sections)
+        blocks += [Block("figure", gap_png, f"Gap curve of {a}"),
+                   Block("figure", png("gap_curve_compare", figures.gap_curve, other), f"Gap curve of {b}")]
     if other.missing:
         blocks += [Block("p", f"What is missing in {b}:"), Block("missing", other.missing)]
     return blocks

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis import tasks
 from analysis.load import Experiment
 
 REFERENCE_CSV = Path(__file__).parent / "reference" / "published_results.csv"
@@ -158,9 +159,19 @@ def paper_comparison(exp: Experiment, reference: pd.DataFrame | str | Path | Non
     CE trains without a teacher, so it matches on dataset and student alone (published
     "vanilla" rows list the student as its own teacher). Teachers and assistants match rows
     of method "teacher" and "kd_teacher_assistant" (the study trains its assistant by KD).
+    GLUE: our test split is GLUE's dev set, matched against the `glue-<task>-dev` rows in
+    the published metric (accuracy, F1, ...); a study over several tasks also matches the
+    `glue-dev` average ("score") with the mean of its tasks' primary metrics. Model names
+    match as the papers spell them (analysis/tasks.py: hf:distilroberta-base ->
+    distilroberta-base).
     """
     if not isinstance(reference, pd.DataFrame):
         reference = load_reference(reference or REFERENCE_CSV)
+    if len(exp.tasks) > 1:
+        frames = [paper_comparison(exp.subset(task), reference) for task in exp.tasks]
+        frames.append(_glue_average_comparison(exp, reference))
+        return sort_rows(pd.concat([f for f in frames if len(f)], ignore_index=True)
+                         if any(len(f) for f in frames) else frames[0], "dataset", "student", "method")
     teacher = str(exp.config.get("teacher") or first_value(exp.trials["teacher"]))
     ours = gap_table(exp)[["method", "student", "test_mean", "test_std", "n_seeds", "source"]]
     ours = ours.assign(teacher=teacher)
@@ -170,23 +181,62 @@ def paper_comparison(exp: Experiment, reference: pd.DataFrame | str | Path | Non
         "method": trained["role"].map(roles), "student": trained["arch"], "teacher": teacher,
         "test_mean": trained["test_acc"], "test_std": math.nan, "n_seeds": 1,
         "source": "trained once"})], ignore_index=True)
-    ref = reference[reference["dataset"] == exp.dataset]
+    by_metric = tasks.task_metrics(exp).set_index(["method", "student", "metric"]) if tasks.is_text(exp.dataset) \
+        else None
+    ref = reference[reference["dataset"] == tasks.reference_dataset(exp.dataset)]
     rows = []
     for row in ours.itertuples(index=False):
-        hits = ref[(ref["method"] == row.method) & (ref["student"] == row.student)]
-        if row.method != "ce":
-            hits = hits[hits["teacher"] == row.teacher]
+        hits = _hits(ref, row.method, row.student, row.teacher)
         for hit in hits.itertuples(index=False):
-            rows.append({
-                "dataset": exp.dataset, "teacher": row.teacher, "student": row.student, "method": row.method,
-                "ours": row.test_mean, "ours_std": row.test_std, "ours_n": row.n_seeds,
-                "ours_source": row.source, "published": hit.value, "difference": row.test_mean - hit.value,
-                "published_metric": f"{hit.metric} ({hit.split})", "published_source": hit.source,
-                "protocol_notes": "; ".join(_protocol_notes(exp, row, hit)),
-            })
-    columns = ["dataset", "teacher", "student", "method", "ours", "ours_std", "ours_n", "ours_source",
-               "published", "difference", "published_metric", "published_source", "protocol_notes"]
-    return sort_rows(pd.DataFrame(rows, columns=columns), "student", "method")
+            mean, std = row.test_mean, row.test_std
+            if by_metric is not None and hit.metric != exp.primary_metric and hit.metric in tasks.METRIC_LABELS:
+                if row.method in roles.values():
+                    mean = tasks.teacher_metric(exp, hit.metric)
+                else:
+                    found = by_metric.loc[(row.method, row.student, hit.metric)] \
+                        if (row.method, row.student, hit.metric) in by_metric.index else None
+                    mean, std = (found["mean"], found["std"]) if found is not None else (math.nan, math.nan)
+            rows.append(_comparison_row(exp, row, hit, mean, std))
+    return sort_rows(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), "student", "method")
+
+
+def _hits(ref: pd.DataFrame, method: str, student: str, teacher: str) -> pd.DataFrame:
+    """Published rows of a method for our (student, teacher): CE matches the student alone (no
+    teacher), a teacher row the teacher alone (the GLUE tables list it in the student's row)."""
+    mine = ref[ref["method"] == method]
+    if method == "teacher":
+        return mine[mine["teacher"] == tasks.reference_model(teacher)]
+    mine = mine[mine["student"] == tasks.reference_model(student)]
+    return mine if method == "ce" else mine[mine["teacher"] == tasks.reference_model(teacher)]
+
+
+COMPARISON_COLUMNS = ["dataset", "teacher", "student", "method", "ours", "ours_std", "ours_n", "ours_source",
+                      "published", "difference", "published_metric", "published_source", "protocol_notes"]
+
+
+def _comparison_row(exp: Experiment, row, hit, mean: float, std: float) -> dict[str, Any]:
+    return {"dataset": exp.dataset, "teacher": row.teacher, "student": row.student, "method": row.method,
+            "ours": mean, "ours_std": std, "ours_n": row.n_seeds, "ours_source": row.source,
+            "published": hit.value, "difference": mean - hit.value,
+            "published_metric": f"{hit.metric} ({hit.split})", "published_source": hit.source,
+            "protocol_notes": "; ".join(_protocol_notes(exp, row, hit))}
+
+
+def _glue_average_comparison(exp: Experiment, reference: pd.DataFrame) -> pd.DataFrame:
+    """The `glue-dev` average rows against the mean of our tasks' primary metrics."""
+    overview = tasks.glue_overview(exp)
+    average = overview[overview["task"] == "Average"]
+    teacher = str(exp.config.get("teacher") or first_value(exp.trials["teacher"]))
+    ref = reference[reference["dataset"] == tasks.reference_dataset("glue")]
+    rows = []
+    for r in average.itertuples(index=False):
+        row = pd.Series({"method": r.method, "student": teacher if r.method == "teacher" else r.student,
+                         "teacher": teacher, "n_seeds": r.n, "source": r.source})
+        for hit in _hits(ref, r.method, row.student, teacher).itertuples(index=False):
+            found = _comparison_row(exp, row, hit, r.mean, math.nan)
+            found["dataset"] = "glue (average of " + ", ".join(tasks.task_label(t) for t in exp.tasks) + ")"
+            rows.append(found)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _protocol_notes(exp: Experiment, ours, published) -> list[str]:
@@ -194,7 +244,10 @@ def _protocol_notes(exp: Experiment, ours, published) -> list[str]:
     notes += [note for key, note in PUBLISHED_PROTOCOLS if published.source.startswith(key)]
     if ours.method in ("teacher", "kd_teacher_assistant"):
         epochs = exp.teachers.loc[exp.teachers["arch"] == ours.student, "epochs"].dropna()
-        notes.append(f"ours: trained once, {int(epochs.iloc[0])} epochs" if len(epochs) else "ours: trained once")
+        if len(epochs) and epochs.iloc[0] > 0:
+            notes.append(f"ours: trained once, {int(epochs.iloc[0])} epochs")
+        else:
+            notes.append("ours: a given fine-tuned teacher, not trained here" if len(epochs) else "ours: trained once")
     else:
         epochs = exp.config.get("epochs")
         notes.append(f"ours: {epochs} epochs per run" if epochs else "ours: epoch budget not recorded")
@@ -202,7 +255,12 @@ def _protocol_notes(exp: Experiment, ours, published) -> list[str]:
                      else f"ours: mean of {ours.n_seeds} seed(s)")
         if ours.method == "takd":
             notes.append(f"ours: assistant {exp.config.get('assistant') or first_value(exp.trials['assistant'])}")
-    if published.metric != "accuracy" or published.split != "test":
+    if tasks.is_text(exp.dataset):
+        notes.append("ours: GLUE dev set as the test split, validation held out of train")
+        if published.metric == "score":
+            notes.append("published: GLUE dev average, its composition not stated; ours: mean of the tasks' "
+                         "primary metrics (MCC, accuracy, F1, Pearson, ...)")
+    elif published.metric != "accuracy" or published.split != "test":
         notes.append(f"metric differs: published {published.metric} on {published.split}, ours test accuracy")
     return notes
 
@@ -250,21 +308,36 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
     teacher = cfg.get("teacher") or first_value(trials["teacher"])
     versions = info.get("versions") or {}
     hardware = info.get("hardware") or {}
+    several = len(exp.tasks) > 1
+    metric = "score" if several else ("accuracy" if exp.primary_metric == "accuracy"
+                                      else tasks.metric_label(exp.primary_metric))
+    if several:
+        dataset = "GLUE: " + ", ".join(f"{tasks.task_label(t)} ({t})" for t in exp.tasks)
+        teacher_text = f"{teacher}, fine-tuned per task (scores in the overview)"
+    else:
+        dataset = exp.dataset or "not recorded"
+        teacher_text = f"{teacher}, test {metric} {_num(teacher_accuracy(exp))}"
+    selection = SELECTION_RULE if metric == "accuracy" else \
+        f"checkpoint with best validation {metric}; test {metric} reported for that checkpoint" + \
+        (" (each task's primary metric)" if several else "")
     return [
         ("Study", f"{exp.name} (preset {info.get('preset') or 'none'}), status {exp.status}, "
                   f"started {info.get('started') or '?'}, finished {info.get('finished') or 'not yet'}"),
-        ("Dataset", exp.dataset or "not recorded"),
-        ("Splits", _splits(exp.dataset, cfg)),
-        ("Teacher", f"{teacher}, test accuracy {_num(teacher_accuracy(exp))}"
-                    + (f"; assistant {cfg['assistant']}" if cfg.get("assistant") else "")),
+        ("Dataset", dataset),
+        ("Splits", _splits(exp.tasks[0] if several else exp.dataset, cfg)),
+        ("Metrics", _metrics_text(exp)),
+        ("Teacher", teacher_text + (f"; assistant {cfg['assistant']}" if cfg.get("assistant") else "")),
         ("Students", students or "none yet"),
         ("Methods", ", ".join(sorted(set(trials["method"]) | set(cfg.get("methods") or []), key=method_key))),
         ("Epoch budget", _budget(exp)),
-        ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else SELECTION_RULE),
+        ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else selection),
         ("Search", _search(cfg)),
         ("Seeds", f"study seed {cfg.get('seed', '?')}; {cfg.get('rerun_seeds', '?')} re-run seeds per cell "
                   f"(seeds seen: {', '.join(map(str, seeds)) or 'none'})"),
-        ("Headline numbers", "test accuracy (%) of the re-runs: mean ± sample std (ddof 1) over seeds"),
+        ("Headline numbers", f"test {metric} (%) of the re-runs: mean ± sample std (ddof 1) over seeds"
+                             if metric == "accuracy" else
+                             f"test {metric} (x100{', the primary metric of each task' if several else ''}) of "
+                             f"the re-runs: mean ± sample std (ddof 1) over seeds"),
         ("Versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"),
         ("Git revision", _revision(info.get("git_revision"))),
         ("Hardware", f"{hardware.get('nodes', '?')} node(s), {hardware.get('cpus', '?')} CPUs, "
@@ -272,6 +345,19 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
                      + (f" ({', '.join(hardware['gpu_names'])})" if hardware.get("gpu_names") else "")),
         ("Compute", _compute(exp)),
     ]
+
+
+def _metrics_text(exp: Experiment) -> str:
+    """What the numbers measure, per task."""
+    parts = []
+    for dataset in exp.tasks or [exp.dataset]:
+        sub = exp.subset(dataset) if len(exp.tasks) > 1 else exp
+        named = tasks.task_metrics(sub)["label"].unique() if not sub.trials.empty else []
+        primary = tasks.metric_label(sub.primary_metric)
+        others = [m for m in named if m != primary]
+        parts.append(f"{tasks.task_label(dataset)}: {primary} (primary: selection, pruning, headline)"
+                     + (f", also {', '.join(others)}" if others else ""))
+    return "; ".join(parts) + ("; all x100" if tasks.is_text(exp.dataset) else "")
 
 
 def _setting(cfg: dict[str, Any], key: str, default: Any) -> tuple[Any, str]:
@@ -285,6 +371,16 @@ def _setting(cfg: dict[str, Any], key: str, default: Any) -> tuple[Any, str]:
 
 def _splits(dataset: str, cfg: dict[str, Any]) -> str:
     seed, seed_note = _setting(cfg, "data_seed", 0)
+    if dataset.startswith("glue"):
+        val, note = _setting(cfg, "val_size", None)
+        size = f"{val:,}{note}" if val else "10% of train, at most 5,000,"
+        return (f"GLUE train minus a validation split ({size} held out, seed {seed}{seed_note}) / GLUE dev "
+                f"as the test split (GLUE's test labels are hidden; MNLI: dev matched, plus mismatched)")
+    if dataset == "template-text":
+        n, n_note = _setting(cfg, "num_samples", 5000)
+        val, note = _setting(cfg, "val_size", 500)
+        return (f"{int(0.8 * n) - val:,} train / {val:,}{note} validation (seed {seed}{seed_note}) / "
+                f"{n - int(0.8 * n):,} test (generated template sentences, {n:,}{n_note} in all)")
     if dataset in ("cifar10", "cifar100"):
         val, note = _setting(cfg, "val_size", 5000)
         return (f"{50_000 - val:,} train / {val:,}{note} validation (held out of the training set, "

@@ -57,11 +57,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+TEXT_EXAMPLES = ("bert_L2_H128", "bert_L4_H256", "bert_L4_H512", "bert_L8_H512")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     for name in MODELS.names():
         classes = 10 if model_input(name) == "signal" else args.num_classes
         params = count_parameters(build_model(name, classes))
         print(f"{name:<12} {model_input(name):<7} {params:>10,} parameters ({classes} classes)")
+    print(f"text families: {', '.join(MODELS.pattern_labels())}; e.g. (BERT uncased vocabulary, "
+          f"max_length 128, 2 classes):")
+    for name in TEXT_EXAMPLES:
+        model = build_model(name, 2, vocab_size=30522, pad_token_id=0, max_length=128)
+        print(f"{name:<12} {'text':<7} {count_parameters(model):>10,} parameters (2 classes)")
     return 0
 
 

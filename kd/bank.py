@@ -1,7 +1,7 @@
 """Teacher logit bank: the teacher is evaluated once per study, not once per trial-epoch.
 
 The training augmentation is a finite set of numbered views (CIFAR: 9 x 9 crop offsets x
-2 flips = 162; MNIST-1D: 1), and the teacher is frozen. So its logits for every
+2 flips = 162; MNIST-1D and text: 1), and the teacher is frozen. So its logits for every
 (training example, view) pair can be computed once -- without gradients, in large
 batches -- and stored as a tensor ``[num_examples, num_views, num_classes]`` in fp16
 (bf16 optional). A training step then reads the rows of the (example, view) pairs it
@@ -193,16 +193,36 @@ def build_bank(teacher: nn.Module, data: "Data", batch_size: int = 1024,
     return TeacherBank(flat.view(n, v, c), seconds, key)
 
 
+def teacher_fingerprint(teacher_path: str | Path) -> str:
+    """What identifies a teacher's weights: a stored file's sha256; for a Hugging Face
+    checkpoint (``hf:``) its name, and for a local folder also every file's name, size and
+    modification time (hashing gigabytes of weights in every trial would cost seconds)."""
+    from kd.store import is_hf_reference
+
+    if not is_hf_reference(teacher_path):
+        return _sha256(Path(teacher_path))
+    source = Path(str(teacher_path)[3:]).expanduser()
+    files = sorted((str(p.relative_to(source)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
+    return hashlib.sha256(json.dumps([str(teacher_path), files]).encode()).hexdigest()
+
+
 def bank_key(teacher_path: str | Path, cfg: "TrainConfig") -> str:
     """Name of the bank of this teacher file on this run's training examples, in order.
 
-    It hashes the teacher file's sha256 (not its path: copies of a file share a bank) and
-    the settings that fix ``train_x`` and its order: dataset, the validation split
-    (val_size, data_seed) and, for MNIST-1D, num_samples (CIFAR ignores it).
+    It hashes the teacher's fingerprint (a stored file's sha256, not its path: copies of a
+    file share a bank) and the settings that fix ``train_x`` and its order: dataset, the
+    validation split (val_size, data_seed), for MNIST-1D and template-text num_samples (CIFAR
+    ignores it), and for text the data folder, tokenizer and max_length.
     """
-    payload = {"format": BANK_FORMAT, "teacher_sha256": _sha256(Path(teacher_path)),
+    from kd.data import dataset_info
+
+    text = dataset_info(cfg.dataset).input_kind == "text"
+    payload = {"format": BANK_FORMAT, "teacher_sha256": teacher_fingerprint(teacher_path),
                "dataset": cfg.dataset, "val_size": cfg.resolved_val_size, "data_seed": cfg.data_seed,
-               "num_samples": cfg.num_samples if cfg.dataset == "mnist1d" else None}
+               "num_samples": cfg.num_samples if cfg.dataset in ("mnist1d", "template-text") else None}
+    if text:  # only then: the keys of existing image and MNIST-1D banks stay as they were
+        payload.update(data_dir=cfg.data_dir, tokenizer=cfg.resolved_tokenizer, max_length=cfg.max_length)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -302,7 +322,7 @@ def get_or_build_bank(root: str | Path, teacher_path: str | Path, cfg: "TrainCon
         data = data if data is not None else load_data(cfg)
         if device is not None:
             data = data.to(torch.device(device))
-        teacher = load_teacher(str(teacher_path), data.train_x.device)
+        teacher = load_teacher(str(teacher_path), data.train_x.device, data)
         bank = build_bank(teacher, data, batch_size=batch_size, dtype=dtype, amp=cfg.amp, key=key)
         save_bank(bank, path)
     return load_bank(path, mmap=mmap, verify=False, expected_key=key)
@@ -340,7 +360,7 @@ def bank_for_training(cfg: "TrainConfig", teacher_path: str, data: "Data",
                       f"bank_memory_gb={cfg.bank_memory_gb:g} ({format_bytes(cap)}); running the "
                       f"teacher live instead", stacklevel=3)
         return None
-    teacher = load_teacher(teacher_path, device)
+    teacher = load_teacher(teacher_path, device, data)
     return build_bank(teacher, data, dtype=torch.float16, amp=cfg.amp, key=None)
 
 

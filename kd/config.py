@@ -21,21 +21,27 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
-DATASETS = ("mnist1d", "cifar10", "cifar100")
-LR_SCHEDULES = ("step", "cosine")
+LR_SCHEDULES = ("step", "cosine", "linear")
+OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # --- data
-    dataset: str = _opt("mnist1d", "dataset", choices=DATASETS)
-    data_dir: str | None = _opt(None, "folder holding the CIFAR files (cifar-10-batches-py/ or cifar-100-python/)")
+    dataset: str = _opt("mnist1d", "mnist1d | cifar10 | cifar100 | glue-<task> (cola, sst2, mrpc, stsb, "
+                                   "qqp, mnli, qnli, rte) | template-text")
+    data_dir: str | None = _opt(None, "folder holding the dataset files: CIFAR (cifar-10-batches-py/ or "
+                                      "cifar-100-python/) or GLUE (CoLA/, SST-2/, ...; empty: the Hub)")
     download: bool = _opt(False, "allow torchvision to download CIFAR into data_dir")
-    num_samples: int = _opt(5000, "MNIST-1D: examples generated (80%% train, 20%% test)")
+    num_samples: int = _opt(5000, "MNIST-1D and template-text: examples generated (80%% train, 20%% test)")
     val_size: int | None = _opt(None, "examples held out of the training set for validation "
-                                      "(default: 500 for MNIST-1D, 5000 for CIFAR)")
+                                      "(default: 500 for MNIST-1D and template-text, 5000 for CIFAR, "
+                                      "10%% of train up to 5000 for GLUE)")
     data_seed: int = _opt(0, "seed of the validation split")
+    tokenizer: str | None = _opt(None, "text: AutoTokenizer name or folder (default: the student's hf: "
+                                       "name; template-text builds its own)")
+    max_length: int = _opt(128, "text: longest tokenised example (longer pairs are truncated)")
     # --- model and method
     model: str = _opt("cnn1d_8", "student architecture (see `python -m kd models`)")
     method: str = _opt("ce", "ce | kd | annealing | continuation | takd")
@@ -48,10 +54,13 @@ class TrainConfig:
     margin: float = _opt(0.0, "continuation: hinge margin m")
     # --- optimisation
     batch_size: int = _opt(128, "mini-batch size")
-    lr: float = _opt(0.1, "initial SGD learning rate of every phase")
+    optimizer: str = _opt("sgd", "sgd (momentum) or adamw; a fresh one in every phase", choices=OPTIMIZERS)
+    lr: float = _opt(0.1, "initial learning rate of every phase")
     momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(5e-4, "SGD weight decay")
-    lr_schedule: str = _opt("step", "step (x0.1 at 50%% and 75%% of each phase) or cosine", choices=LR_SCHEDULES)
+    weight_decay: float = _opt(5e-4, "weight decay (SGD: L2 term; AdamW: decoupled)")
+    lr_schedule: str = _opt("step", "step (x0.1 at 50%% and 75%% of each phase), cosine (per epoch), or "
+                                    "linear (warmup then decay to 0, per batch)", choices=LR_SCHEDULES)
+    warmup_ratio: float = _opt(0.0, "linear schedule: fraction of each phase's steps spent warming up")
     # --- teacher / assistant
     teacher: str | None = _opt(None, "teacher architecture (kd, annealing, continuation, takd)")
     teacher_checkpoint: str | None = _opt(None, "stored teacher file; trained into --store when absent")
@@ -75,13 +84,24 @@ class TrainConfig:
     # ------------------------------------------------------------------ derived values
     @property
     def num_classes(self) -> int:
-        return 100 if self.dataset == "cifar100" else 10
+        """Outputs of the model: classes, or 1 for a regression score (STS-B)."""
+        from kd.data import dataset_info
+
+        return dataset_info(self.dataset).num_classes
 
     @property
-    def resolved_val_size(self) -> int:
-        if self.val_size is not None:
-            return self.val_size
-        return 500 if self.dataset == "mnist1d" else 5000
+    def resolved_val_size(self) -> int | None:
+        """The validation size; None where the loader decides (GLUE: 10% of train, <= 5,000)."""
+        from kd.data import dataset_info
+
+        return self.val_size if self.val_size is not None else dataset_info(self.dataset).default_val_size
+
+    @property
+    def resolved_tokenizer(self) -> str | None:
+        """The text tokenizer: the tokenizer field, else the student's own (hf: models)."""
+        if self.tokenizer:
+            return self.tokenizer
+        return self.model.removeprefix("hf:") if self.model.startswith("hf:") else None
 
     @property
     def phase1_epochs(self) -> int:
@@ -120,15 +140,21 @@ class TrainConfig:
         def fail(name: str, rule: str) -> None:
             raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; {rule}")
 
+        from kd.data import DATASETS
+
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 fail(f.name, f"allowed: {', '.join(choices)}")
+        if self.dataset not in DATASETS:
+            fail("dataset", f"allowed: {', '.join(DATASETS.names())}")
+        info = DATASETS.get(self.dataset)
         method = METHODS.get(self.method, field="method")
         MODELS.get(self.model, field="model")
-        expected_input = "signal" if self.dataset == "mnist1d" else "image"
+        expected_input = info.input_kind
         if model_input(self.model) != expected_input:
-            fail("model", f"dataset {self.dataset} needs a {expected_input} model")
+            fail("model", f"dataset {self.dataset} needs a{'n' if expected_input == 'image' else ''} "
+                          f"{expected_input} model")
 
         for name in ("epochs", "batch_size", "teacher_epochs", "num_samples"):
             if getattr(self, name) < 1:
@@ -141,10 +167,18 @@ class TrainConfig:
                 fail(name, "it must be >= 0")
         if not 0.0 <= self.alpha <= 1.0:
             fail("alpha", "it must lie in [0, 1]")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            fail("warmup_ratio", "it must lie in [0, 1)")
         if self.val_size is not None and self.val_size < 1:
             fail("val_size", "it must be >= 1")
-        if self.dataset != "mnist1d" and not self.data_dir:
+        if info.needs_data_dir and not self.data_dir:
             fail("data_dir", f"dataset {self.dataset} needs a data_dir (the folder holding its files)")
+        if expected_input == "text":
+            if self.max_length < 4:
+                fail("max_length", "it must be >= 4 (special tokens plus some text)")
+            if self.dataset.startswith("glue-") and self.resolved_tokenizer is None:
+                fail("tokenizer", f"dataset {self.dataset} with model {self.model} needs a tokenizer (a Hub "
+                                  f"name or a save_pretrained folder; hf: students default to their own)")
 
         for role in ("teacher", "assistant"):
             arch = getattr(self, role)

@@ -2,6 +2,10 @@
 
 Notation follows Jafari et al. (EACL 2021): student and teacher logits are raw (before
 softmax); T is the integer annealing temperature, tau_max its starting value.
+
+Regression tasks (STS-B: one output, a real-valued label) swap the cross-entropy on labels
+for the mean squared error (`label_loss`) and Hinton KD for its regression form; the
+annealing and continuation terms compare logits directly and need no change.
 """
 from __future__ import annotations
 
@@ -35,6 +39,13 @@ def temperature_schedule(tau_max: int, stage_epochs: int) -> list[int]:
     return [T for T in range(tau_max, 0, -1) for _ in range(stage_epochs)]
 
 
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool = False) -> torch.Tensor:
+    """The supervised term: CE on class ids, or MSE of the single output against a real label."""
+    if regression:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
 def annealing_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                       T: int, tau_max: int) -> torch.Tensor:
     """Phase 1 of Annealing-KD: MSE(z_s, Phi(T) * z_t), mean over batch x classes, no labels."""
@@ -58,6 +69,13 @@ def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return (1.0 - alpha) * ce + alpha * soft_kl(student_logits, teacher_logits, temperature)
 
 
+def regression_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       labels: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Hinton KD for a regression output: (1 - alpha) * MSE(z_s, y) + alpha * MSE(z_s, z_t)."""
+    teacher_term = F.mse_loss(student_logits.float(), teacher_logits.detach().float())
+    return (1.0 - alpha) * label_loss(student_logits, labels, regression=True) + alpha * teacher_term
+
+
 def continuation_hinge(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        T: int, tau_max: int, margin: float) -> torch.Tensor:
     """Batch mean of max{0, ||z_s - Phi(T) z_t||^2 - m Phi(T)}: squared norm and hinge per sample."""
@@ -69,10 +87,11 @@ def continuation_hinge(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 def continuation_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                          labels: torch.Tensor, T: int, tau_max: int, psi: float,
-                         margin: float) -> torch.Tensor:
-    """Continuation-KD (Jafari et al. 2022): psi * CE + (1 - psi) * hinge on the annealed target."""
+                         margin: float, regression: bool = False) -> torch.Tensor:
+    """Continuation-KD (Jafari et al. 2022): psi * CE + (1 - psi) * hinge on the annealed target
+    (psi * MSE + (1 - psi) * hinge for a regression output)."""
     if not 0.0 <= psi <= 1.0:
         raise ValueError(f"psi: {psi!r} is not allowed; it must lie in [0, 1]")
-    ce = F.cross_entropy(student_logits.float(), labels)
+    ce = label_loss(student_logits, labels, regression)
     hinge = continuation_hinge(student_logits, teacher_logits, T, tau_max, margin)
     return psi * ce + (1.0 - psi) * hinge

@@ -1,6 +1,13 @@
-"""Name -> factory registries, so adding a method or an architecture touches one file."""
+"""Name -> factory registries, so adding a method or an architecture touches one file.
+
+Besides exact names, a registry can hold *patterns* (a regular expression and a label such
+as ``bert_L<layers>_H<hidden>``) whose maker builds the entry from the match: families
+with open-ended members (a BERT of any depth and width, any Hugging Face checkpoint) need
+no list of every member. Patterns are tried in registration order after the exact names.
+"""
 from __future__ import annotations
 
+import re
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,6 +24,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._patterns: list[tuple[re.Pattern, str, Callable[[re.Match], T]]] = []
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -27,17 +35,33 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_pattern(self, regex: str, label: str) -> Callable[[Callable[[re.Match], T]], Callable]:
+        """``maker(match) -> entry`` for every name that fully matches ``regex``."""
+        def decorator(maker: Callable[[re.Match], T]) -> Callable[[re.Match], T]:
+            self._patterns.append((re.compile(regex), label, maker))
+            return maker
+
+        return decorator
+
     def get(self, name: str, field: str | None = None) -> T:
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            label = field or self.kind
-            raise UnknownNameError(
-                f"{label}: unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}"
-            ) from None
+        for regex, _, maker in self._patterns:
+            match = regex.fullmatch(name) if isinstance(name, str) else None
+            if match:
+                return maker(match)
+        label = field or self.kind
+        raise UnknownNameError(
+            f"{label}: unknown {self.kind} {name!r}; allowed: {', '.join(self.names() + self.pattern_labels())}"
+        )
 
     def names(self) -> list[str]:
+        """The exact names (patterns excluded: they name families, not members)."""
         return sorted(self._entries)
 
+    def pattern_labels(self) -> list[str]:
+        return [label for _, label, _ in self._patterns]
+
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or any(
+            isinstance(name, str) and regex.fullmatch(name) for regex, _, _ in self._patterns)

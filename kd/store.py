@@ -4,7 +4,11 @@ derived from its configuration, so trials, resumed studies and later studies sha
 A stored model is `<root>/<arch>-<key16>/model.pt` (a plain dict of tensors and
 primitives, loadable with `torch.load(weights_only=True)`), its `config.json`, its final
 metrics, and `model.pt.sha256`, checked on every load so a truncated or corrupted file is
-reported instead of silently producing a wrong teacher.
+reported instead of silently producing a wrong teacher. Text models also store the
+keyword arguments that rebuild them (vocabulary size, padding id, max_length).
+
+A teacher can also be a fine-tuned Hugging Face checkpoint, ``hf:<name or folder>``, used
+as it is (never trained here): `load_model` loads it with its head sized for the data.
 """
 from __future__ import annotations
 
@@ -28,8 +32,10 @@ class CorruptCheckpointError(RuntimeError):
 # What a student's config passes on to its teacher: the data and the hardware, never
 # the student's own (tuned) hyperparameters, so every trial shares one teacher.
 _INHERITED = ("dataset", "data_dir", "download", "num_samples", "val_size", "data_seed",
-              "batch_size", "momentum", "lr_schedule", "teacher_epochs", "teacher_lr",
-              "teacher_weight_decay", "teacher_seed", "device", "amp", "compile", "paper_protocol")
+              "tokenizer", "max_length", "batch_size", "optimizer", "momentum", "lr_schedule",
+              "warmup_ratio", "teacher_epochs", "teacher_lr", "teacher_weight_decay", "teacher_seed",
+              "device", "amp", "compile", "paper_protocol")
+HF_PREFIX = "hf:"
 
 
 def _sha256(path: Path) -> str:
@@ -53,7 +59,22 @@ def save_model(path: str | Path, arch: str, num_classes: int, state_dict: dict,
     return path
 
 
-def load_model(path: str | Path, map_location: Any = "cpu") -> nn.Module:
+def is_hf_reference(path: str | Path | None) -> bool:
+    return str(path or "").startswith(HF_PREFIX)
+
+
+def load_model(path: str | Path, map_location: Any = "cpu", data=None) -> nn.Module:
+    """A stored model (checked against its checksum), or a fine-tuned `hf:` checkpoint
+    (which needs `data`: its number of classes and tokenizer settings)."""
+    if is_hf_reference(path):
+        if data is None:
+            raise ValueError(f"teacher_checkpoint: {str(path)!r} is a Hugging Face checkpoint; loading it "
+                             f"needs the run's data (num_classes, tokenizer settings)")
+        try:
+            return build_model(str(path), data.num_classes, keep_head=True, **data.model_kwargs).to(map_location)
+        except RuntimeError as error:  # a head of another size: fine-tuned on another task
+            raise CorruptCheckpointError(f"teacher_checkpoint: {str(path)!r} does not fit {data.name} "
+                                         f"({data.num_classes} outputs): {error}") from error
     path = Path(path)
     checksum_file = path.parent / (path.name + ".sha256")
     if not path.is_file():
@@ -64,7 +85,10 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> nn.Module:
             f"corrupt or was changed; delete its folder {path.parent} to have it trained again")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-        model = build_model(payload["arch"], payload["num_classes"])
+        kwargs = payload.get("model_kwargs") or {}
+        if kwargs:  # a text model: the architecture only, its weights come next
+            kwargs = {**kwargs, "pretrained": False}
+        model = build_model(payload["arch"], payload["num_classes"], **kwargs)
         model.load_state_dict(payload["state_dict"])
     except CorruptCheckpointError:
         raise
@@ -122,7 +146,8 @@ class TeacherStore:
             state_dict = result.pop("state_dict")
             (path.parent / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
             (path.parent / "metrics.json").write_text(json.dumps(result, indent=2))
-            save_model(path, cfg.model, cfg.num_classes, state_dict, {"metrics": result})
+            save_model(path, cfg.model, cfg.num_classes, state_dict,
+                       {"metrics": result, "model_kwargs": result.get("model_kwargs") or {}})
         return path
 
     def resolve(self, cfg: TrainConfig, report: Callable | None = None,

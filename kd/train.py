@@ -1,9 +1,17 @@
 """train(cfg, report=callback): one run of one method, top to bottom, with exact resume.
 
 The run is a list of phases (the method decides: one for CE/KD/TAKD/Continuation-KD, two
-for Annealing-KD). Each phase gets a fresh SGD optimiser and learning-rate schedule, and
-keeps its own best checkpoint, selected on validation accuracy (test accuracy only under
-`paper_protocol`). The reported test accuracy is always that of the selected checkpoint.
+for Annealing-KD). Each phase gets a fresh optimiser (SGD, or AdamW for transformers) and
+learning-rate schedule, and keeps its own best checkpoint, selected on the validation
+score (test only under `paper_protocol`). The reported test score is always that of the
+selected checkpoint.
+
+Scores: the dataset's task names its metrics (kd/metrics.py), the first one primary.
+`val_acc`, `test_acc`, `best_val_acc` and `selected_test_acc` hold the PRIMARY metric x100
+(accuracy for images; for GLUE e.g. MCC on CoLA, F1 on MRPC, Pearson on STS-B), so the
+study and the analysis select and prune on it unchanged. Every metric is also reported
+by name: `val_<metric>`, `test_<metric>`, `selected_test_<metric>`, and for further test
+sets `test_<metric>_<suffix>` (MNLI mismatched: `test_accuracy_mm`).
 
 After every epoch `report(metrics, save_state)` is called; `save_state(path)` writes
 everything needed to continue exactly from that point (`train(..., resume_from=path)`).
@@ -64,10 +72,41 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module, epochs: int):
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    if cfg.lr_schedule == "cosine":
+def autocast_for(device: torch.device, amp: bool) -> Callable[[], Any]:
+    """bf16 autocast on CUDA (when amp), nothing elsewhere."""
+    if device.type == "cuda" and amp:
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """lr factor at a step: up from 0 over the warmup, then down to 0 at total_steps
+    (transformers.get_linear_schedule_with_warmup, the GLUE code's schedule)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, epochs: int, steps_per_epoch: int = 1):
+    """A fresh optimiser and schedule for one phase of `epochs` epochs. The linear schedule
+    steps per batch (the trainer calls scheduler.step() after every optimiser step), the
+    others per epoch."""
+    if cfg.optimizer == "adamw":
+        # Transformer convention: no weight decay on biases and normalisation weights.
+        params = list(model.parameters())
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+    if cfg.lr_schedule == "linear":
+        total = epochs * steps_per_epoch
+        factor = linear_warmup_decay(total, math.ceil(cfg.warmup_ratio * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif cfg.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     else:  # the official code's step schedule: x0.1 at 50% and x0.01 at 75% of the phase
         half, three_quarters = int(epochs / 2), int(epochs * 3 / 4)
@@ -78,12 +117,14 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, epochs: int):
 
 @dataclass
 class Best:
-    """The checkpoint selected so far in the current phase."""
+    """The checkpoint selected so far in the current phase (val_acc/test_acc: the primary
+    metric; metrics: every metric of that checkpoint, by report key)."""
     score: float = -math.inf
     val_acc: float = float("nan")
     test_acc: float = float("nan")
     epoch: int = 0
     state_dict: dict | None = None
+    metrics: dict | None = None
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -94,20 +135,35 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Data, x: torch.Tensor, y: torch.Tensor,
-             autocast: Callable[[], Any], batch_size: int = 1024) -> float:
+             autocast: Callable[[], Any], batch_size: int | None = None) -> dict[str, float]:
+    """Every metric of the data's task (x100) on (x, y); the primary one comes first."""
     model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
+    order = torch.arange(len(x), device=x.device)
+    if data.pad_id is not None:
+        # Similar lengths together: batches trimmed to their longest sequence stay short.
+        order = (x[:, 0] != data.pad_id).sum(1).argsort()
+        batch_size = batch_size or 256
+    outputs = []
+    for index in order.split(batch_size or 1024):
         with autocast():
-            logits = model(data.inputs(x[start:start + batch_size]))
-        correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
-    return 100.0 * correct / len(x)
+            outputs.append(model(data.inputs(x[index])).float())
+    return data.task.score(torch.cat(outputs), y[order])
 
 
-def load_teacher(path: str, device: torch.device) -> FrozenTeacher:
+def scores(model: nn.Module, data: Data, autocast: Callable[[], Any]) -> dict[str, float]:
+    """Report keys: val_<metric>, test_<metric> and test_<metric>_<suffix> of further test sets."""
+    out = {f"val_{k}": v for k, v in evaluate(model, data, data.val_x, data.val_y, autocast).items()}
+    out.update({f"test_{k}": v for k, v in evaluate(model, data, data.test_x, data.test_y, autocast).items()})
+    for suffix, (x, y) in data.extra_test.items():
+        out.update({f"test_{k}_{suffix}": v for k, v in evaluate(model, data, x, y, autocast).items()})
+    return out
+
+
+def load_teacher(path: str, device: torch.device, data: Data | None = None) -> FrozenTeacher:
+    """A stored model, or a fine-tuned `hf:` checkpoint (its head sized by data.num_classes)."""
     from kd.store import load_model
 
-    return FrozenTeacher(load_model(path, map_location=device)).to(device)
+    return FrozenTeacher(load_model(path, map_location=device, data=data)).to(device)
 
 
 def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Path | None = None,
@@ -121,12 +177,11 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
                           f"model (kd.store.TeacherStore.resolve(cfg) trains and fills it in)")
     device = select_device(cfg.device)
     use_cuda = device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda and cfg.amp \
-        else contextlib.nullcontext
+    autocast = autocast_for(device, cfg.amp)
     torch.manual_seed(cfg.seed)
 
     data = (data or load_data(cfg)).to(device)
-    student = build_model(cfg.model, data.num_classes).to(device)
+    student = build_model(cfg.model, data.num_classes, **data.model_kwargs).to(device)
     teacher = None
     if use_cuda and data.train_x.dim() == 4:
         student = student.to(memory_format=torch.channels_last)
@@ -152,7 +207,7 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
         if bank is not None:
             check_bank(bank, data, distill_from, cfg)
         else:
-            teacher = load_teacher(distill_from, device)
+            teacher = load_teacher(distill_from, device, data)
     bank_stats = {"bank_bytes": bank.nbytes if bank is not None else 0,
                   "bank_build_seconds": bank_build_seconds}
     first_report = True
@@ -167,9 +222,12 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
 
     started = time.perf_counter()
     num_train = len(data.train_x)
+    steps_per_epoch = math.ceil(num_train / cfg.batch_size)
+    per_batch_schedule = cfg.lr_schedule == "linear"
+    primary = data.task.primary
     while phase_index < len(phases):
         phase = phases[phase_index]
-        optimizer, scheduler = make_optimizer(cfg, student, phase.epochs)
+        optimizer, scheduler = make_optimizer(cfg, student, phase.epochs, steps_per_epoch)
         if resume is not None:  # continue the phase we were in, exactly where it stopped
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
@@ -206,16 +264,20 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if per_batch_schedule:
+                    scheduler.step()
                 for name, value in terms.items():  # .item() syncs; fine at this model size
                     totals[name] = totals.get(name, 0.0) + value.item() * len(batch)
-            scheduler.step()
+            if not per_batch_schedule:
+                scheduler.step()
             train_seconds = time.perf_counter() - epoch_start
 
-            val_acc = evaluate(student, data, data.val_x, data.val_y, autocast)
-            test_acc = evaluate(student, data, data.test_x, data.test_y, autocast)
+            epoch_scores = scores(student, data, autocast)
+            val_acc, test_acc = epoch_scores[f"val_{primary}"], epoch_scores[f"test_{primary}"]
             score = test_acc if cfg.paper_protocol else val_acc
             if score > best.score:
-                best = Best(score, val_acc, test_acc, epoch + 1, copy.deepcopy(student.state_dict()))
+                best = Best(score, val_acc, test_acc, epoch + 1, copy.deepcopy(student.state_dict()),
+                            {k: v for k, v in epoch_scores.items() if k.startswith("test_")})
             phase_epoch += 1
             epoch += 1
 
@@ -227,7 +289,8 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
                 "train_loss": sum(losses.values()), **losses,
                 "val_acc": val_acc, "test_acc": test_acc,
                 "best_val_acc": best.val_acc, "selected_test_acc": best.test_acc,
-                "selected_epoch": best.epoch,
+                "selected_epoch": best.epoch, "primary_metric": primary, **epoch_scores,
+                **{f"selected_{k}": v for k, v in (best.metrics or {}).items()},
                 # Where a temperature stage or a phase ends: where a study checkpoints.
                 "stage_end": next_ctx is None or next_ctx.T != ctx.T,
                 "finished": phase_epoch == phase.epochs and phase_index == len(phases) - 1,
@@ -259,6 +322,9 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
         "best_val_acc": previous_best.val_acc,
         "test_acc": previous_best.test_acc,
         "selected_epoch": previous_best.epoch,
+        "primary_metric": primary,
+        "metrics": dict(previous_best.metrics or {}),  # every test metric of the selected checkpoint
+        "model_kwargs": dict(data.model_kwargs),      # what rebuilding the model needs (text)
         "epochs_run": epoch,
         "seconds": time.perf_counter() - started,
         "student_params": count_parameters(student),
@@ -266,3 +332,19 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
         "selection": "test (paper protocol)" if cfg.paper_protocol else "validation",
         "state_dict": previous_best.state_dict,
     }
+
+
+def evaluate_teacher(cfg: TrainConfig) -> dict[str, Any]:
+    """Scores of the teacher named by cfg.teacher_checkpoint (a stored file or a fine-tuned
+    `hf:` checkpoint used as it is) on cfg's data, in the shape of train()'s result."""
+    started = time.perf_counter()
+    device = select_device(cfg.device)
+    autocast = autocast_for(device, cfg.amp)
+    data = load_data(cfg).to(device)
+    teacher = load_teacher(cfg.teacher_checkpoint, device, data)
+    found = scores(teacher, data, autocast)
+    primary = data.task.primary
+    return {"best_val_acc": found[f"val_{primary}"], "test_acc": found[f"test_{primary}"],
+            "primary_metric": primary, "metrics": {k: v for k, v in found.items() if k.startswith("test_")},
+            "epochs_run": 0, "seconds": time.perf_counter() - started,
+            "student_params": count_parameters(teacher)}

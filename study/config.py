@@ -3,6 +3,11 @@
 A study is a grid of cells, one per (student, method); each cell gets the same number of
 search trials, every trial the same epoch budget. Presets are small YAML files in
 study/presets/; a user file has the same keys. Unknown keys are errors.
+
+A GLUE study over several tasks (`dataset: glue`, `tasks: [cola, sst2, ...]`) is one study
+per task, run one after another into <experiment>/glue-<task>/ (each task needs its own
+teacher); `for_task` builds a task's config, substituting `{task}` in the teacher names
+and the fixed `train:` values (e.g. a per-task fine-tuned teacher checkpoint).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ DEFAULT_SEARCH: dict[str, dict[str, Any]] = {
                      "margin": [0.0, 5.0], "lr": [0.001, 0.05]},
 }
 LOG_SCALE = {"lr", "weight_decay"}
-PRUNERS = ("median", "asha", "none")
+PRUNERS = ("asha", "median", "none")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -47,9 +52,13 @@ def _f(default: Any, help: str) -> Any:
 class StudyConfig:
     description: str = _f("", "one line shown by `run_study.py presets`")
     cost: str = _f("", "rough cost estimate shown by `run_study.py presets`")
-    dataset: str = _f("mnist1d", "mnist1d | cifar10 | cifar100")
-    data_dir: str | None = _f(None, "folder with the CIFAR files")
-    teacher: str = _f("cnn1d_64", "teacher architecture, trained once per study storage")
+    dataset: str = _f("mnist1d", "mnist1d | cifar10 | cifar100 | glue-<task> | template-text | glue "
+                                 "(with tasks)")
+    tasks: list = _f([], "dataset glue: the GLUE tasks (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte), "
+                         "one study each")
+    data_dir: str | None = _f(None, "folder with the CIFAR or GLUE files (GLUE: empty means the Hub)")
+    teacher: str = _f("cnn1d_64", "teacher architecture, trained once per study storage (or named: "
+                                  "train.teacher_checkpoint is a fine-tuned teacher used as is)")
     assistant: str | None = _f(None, "TAKD assistant architecture")
     students: list = _f(["cnn1d_8", "mlp1d_8"], "student architectures, one cell row each")
     methods: list = _f(["ce", "kd", "annealing"], "methods, one cell column each")
@@ -58,7 +67,8 @@ class StudyConfig:
     rerun_seeds: int = _f(3, "seeds the best configuration of each cell is re-run with")
     audit_pruned: int = _f(0, "pruned configurations per cell re-run to completion (pruning audit)")
     search: dict = _f({}, "per-method overrides of the search ranges")
-    pruner: str = _f("median", "median | asha | none (Optuna pruner, compared within a cell)")
+    pruner: str = _f("asha", "asha | median | none (Optuna pruner, compared within a cell)")
+    reduction_factor: int = _f(2, "asha: a trial goes on past each rung if it is in the top 1/reduction_factor")
     grace_epochs: int = _f(3, "no trial is pruned before this epoch nor before its first temperature stage ends")
     startup_trials: int = _f(4, "random trials per cell before TPE takes over (and before pruning)")
     train: dict = _f({}, "fixed TrainConfig values for every run (teacher_epochs, batch_size, ...)")
@@ -105,6 +115,16 @@ class StudyConfig:
 
     # ------------------------------------------------------------------ derived
     @property
+    def multi_task(self) -> bool:
+        return bool(self.tasks)
+
+    def for_task(self, task: str) -> "StudyConfig":
+        """The single-task study of one GLUE task, `{task}` substituted."""
+        fill = lambda v: v.format(task=task) if isinstance(v, str) else v
+        return self.replace(dataset=f"glue-{task}", tasks=[], teacher=fill(self.teacher),
+                            assistant=fill(self.assistant), train={k: fill(v) for k, v in self.train.items()})
+
+    @property
     def cells(self) -> list[tuple[str, str]]:
         return [(student, method) for student in self.students for method in self.methods]
 
@@ -125,6 +145,8 @@ class StudyConfig:
         def fail(name: str, rule: str) -> None:
             raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; {rule}")
 
+        if self.tasks or self.dataset == "glue":
+            return self._validate_tasks(fail)
         if not self.students:
             fail("students", "list at least one student architecture")
         if not self.methods:
@@ -142,6 +164,8 @@ class StudyConfig:
             fail("gpus_per_trial", "it must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             fail("max_concurrent", "it must be >= 1")
+        if self.reduction_factor < 2:
+            fail("reduction_factor", "it must be >= 2")
         if self.pruner not in PRUNERS:
             fail("pruner", f"allowed: {', '.join(PRUNERS)}")
         unknown_methods = sorted(set(self.search) - set(DEFAULT_SEARCH))
@@ -155,6 +179,23 @@ class StudyConfig:
         self._validate_runs()
         return self
 
+    def _validate_tasks(self, fail) -> "StudyConfig":
+        from kd.data.glue import TASKS
+
+        if self.dataset != "glue":
+            fail("tasks", "a list of tasks needs dataset: glue")
+        if not self.tasks:
+            fail("tasks", f"dataset glue needs a list of tasks; allowed: {', '.join(TASKS)}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or len(set(self.tasks)) != len(self.tasks):
+            fail("tasks", f"list each GLUE task once; allowed: {', '.join(TASKS)}")
+        for task in self.tasks:
+            try:
+                self.for_task(task)
+            except ConfigError as error:
+                raise ConfigError(f"task {task}: {error}") from None
+        return self
+
     def _validate_runs(self) -> None:
         """Build the most demanding run of every cell so TrainConfig checks each value."""
         from study.space import corner_params
@@ -165,15 +206,20 @@ class StudyConfig:
                     self.train_config(student, method, **corner_params(self, method, pick))
             except ConfigError as error:
                 raise ConfigError(f"cell {student}-{method}: {error}") from None
+        if self.dataset.startswith("glue-") and not self.train.get("tokenizer"):
+            raise ConfigError("train: a GLUE study needs train.tokenizer (a Hub name or folder): teacher "
+                              "and students must read the same token ids")
         # The teacher and the assistant must be valid models for the dataset, too.
         self.train_config(self.teacher, "ce")
         if self.assistant:
             self.train_config(self.assistant, "ce")
-        if self.dataset != "mnist1d":
+        if self.dataset not in ("mnist1d", "template-text"):
             data_dir = self.train.get("data_dir", self.data_dir)
             if data_dir and not Path(data_dir).is_dir() and not self.train.get("download", False):
-                raise ConfigError(f"data_dir: {data_dir!r} is not allowed; the folder does not exist "
-                                  f"(put the {self.dataset} files there, or set train.download: true)")
+                hint = ("put GLUE's task folders there, or leave data_dir empty to use the Hub"
+                        if self.dataset.startswith("glue") else
+                        f"put the {self.dataset} files there, or set train.download: true")
+                raise ConfigError(f"data_dir: {data_dir!r} is not allowed; the folder does not exist ({hint})")
 
 
 def preset_names() -> list[str]:

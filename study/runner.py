@@ -5,6 +5,10 @@ Experiment layout (<storage>/<name>/): study.json (resolved config, versions, gi
 revision, hardware, status), teachers.csv, optuna.db (one Optuna study per cell),
 search/ and rerun/ (Tune experiments), summary.csv (one row per trial). Teachers live in
 <storage>/teachers/, shared by every study in that storage.
+
+A GLUE study over several tasks runs one such study per task, in turn, in
+<storage>/<name>/glue-<task>/; the experiment's own summary.csv and teachers.csv join the
+tasks' (their `dataset` column tells them apart), so the report reads one directory.
 """
 from __future__ import annotations
 
@@ -21,10 +25,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
+import torch
+
 from kd.bank import format_bytes
-from kd.config import ConfigError
+from kd.config import ConfigError, TrainConfig
 from kd.models import build_model, count_parameters
-from kd.store import TeacherStore, assistant_config, teacher_config
+from kd.store import TeacherStore, assistant_config, is_hf_reference, teacher_config
 from study.config import StudyConfig, check_storage_writable
 from study.summary import build_summary
 
@@ -52,15 +58,29 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def count_model(arch: str, cfg: TrainConfig) -> int:
+    """Parameters of `arch` for cfg's data, built on the meta device: no memory, no weights
+    downloaded (a Hugging Face model needs only its config)."""
+    from kd.data.text import model_kwargs_for
+
+    kwargs = model_kwargs_for(cfg)
+    if kwargs:
+        kwargs["pretrained"] = False
+    with torch.device("meta"):
+        return count_parameters(build_model(arch, cfg.num_classes, **kwargs))
+
+
 class Study:
     def __init__(self, config: StudyConfig, storage: str | Path, name: str, preset: str | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, teachers: str | Path | None = None):
         self.config = config
         self.storage = check_storage_writable(storage)
         self.name = name
         self.preset = preset
         self.exp_dir = self.storage / name
         self.log = log
+        # Teachers are shared by every study in a storage, the tasks of a GLUE study included.
+        self.teachers = Path(teachers) if teachers is not None else self.storage / "teachers"
 
     # ------------------------------------------------------------------ checks before Ray
     def prepare(self, resume: bool) -> None:
@@ -89,8 +109,33 @@ class Study:
         _write_json(path, info)
 
     # ------------------------------------------------------------------ the stages
+    def task_study(self, task: str) -> "Study":
+        return Study(self.config.for_task(task), self.exp_dir, f"glue-{task}", preset=self.preset,
+                     log=self.log, teachers=self.teachers)
+
+    def run_tasks(self) -> Path:
+        """A GLUE study over several tasks: each task's study in turn, then the joined files."""
+        self.write_info("running")
+        previous_wall = json.loads((self.exp_dir / "study.json").read_text()).get("wall_seconds", 0.0)
+        started = time.time()
+        for task in self.config.tasks:
+            sub = self.task_study(task)
+            self.log(f"=== task {task}: {sub.exp_dir}")
+            sub.prepare(resume=(sub.exp_dir / "study.json").is_file())
+            try:
+                sub.run()
+            finally:
+                self.write_summary()
+        self.write_info("finished", wall_seconds=previous_wall + time.time() - started,
+                        hardware=cluster_hardware())
+        self.log(f"study {self.name} finished: {len(self.config.tasks)} tasks; summary in "
+                 f"{self.exp_dir / 'summary.csv'}")
+        return self.exp_dir
+
     def run(self) -> Path:
         """Run (or continue) the study; call prepare() first, before Ray starts."""
+        if self.config.multi_task:
+            return self.run_tasks()
         self.write_info("running")
         # wall time accumulates over interruptions and resumes
         previous_wall = json.loads((self.exp_dir / "study.json").read_text()).get("wall_seconds", 0.0)
@@ -146,57 +191,77 @@ class Study:
                               f"cluster; nodes {blind} cannot see it. Use a shared path (NFS/EFS mount) "
                               f"present on every node")
 
-    def train_teachers(self) -> dict[str, bytes]:
-        """Train the teacher (and TAKD assistant) once on a worker; reuse across studies."""
+    def train_teachers(self) -> dict[str, bytes | str]:
+        """Train the teacher (and TAKD assistant) once on a worker; reuse across studies. A
+        teacher given as train.teacher_checkpoint (a stored file or a fine-tuned `hf:`
+        checkpoint) is used as it is: only evaluated, for teachers.csv."""
         import ray
 
-        store = TeacherStore(self.storage / "teachers")
+        store = TeacherStore(self.teachers)
         first = self.config.train_config(self.config.students[0], "ce")
         probe = first.replace(teacher=self.config.teacher,
                               assistant=self.config.assistant if "takd" in self.config.methods else None)
 
         @ray.remote(num_cpus=self.config.cpus_per_trial, num_gpus=self.config.gpus_per_trial)
-        def train_remote(cfg_values: dict, teacher_blob: bytes | None) -> dict:
+        def train_remote(cfg_values: dict, teacher_blob: bytes | str | None, evaluate_only: bool) -> dict:
             import torch
 
             from kd.config import TrainConfig
-            from kd.train import train
+            from kd.train import evaluate_teacher, train
             from study.trainable import materialize
 
             torch.set_num_threads(max(1, int(self.config.cpus_per_trial)))
             cfg = TrainConfig.from_dict(cfg_values)
             if teacher_blob is not None:
                 cfg = cfg.replace(teacher_checkpoint=materialize(teacher_blob))
+            if evaluate_only:
+                return evaluate_teacher(cfg)
             result = train(cfg)
             result["state_dict"] = {k: v.cpu() for k, v in result["state_dict"].items()}
             return result
 
+        def blob_of(reference: str) -> bytes | str:
+            return reference if is_hf_reference(reference) else Path(reference).read_bytes()
+
         def remote_trainer(cfg, report):
             self.log(f"[teachers] training {cfg.model} ({cfg.method}, {cfg.epochs} epochs) on a worker")
-            blob = Path(cfg.teacher_checkpoint).read_bytes() if cfg.teacher_checkpoint else None
-            return ray.get(train_remote.remote(cfg.to_dict(), blob))
+            blob = blob_of(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
+            return ray.get(train_remote.remote(cfg.to_dict(), blob, False))
 
         rows, files = [], {}
-        roles = [("teacher", teacher_config(probe))]
-        teacher_path = store.get_or_train(roles[0][1], trainer=remote_trainer)
-        files["teacher"] = teacher_path.read_bytes()
+        if probe.teacher_checkpoint:  # given, not trained here
+            teacher_path = probe.teacher_checkpoint
+            files["teacher"] = blob_of(teacher_path)
+            self.log(f"[teachers] evaluating the given teacher {teacher_path} on a worker")
+            given = teacher_config(probe).replace(teacher_checkpoint=None)
+            metrics = ray.get(train_remote.remote(given.to_dict(), files["teacher"], True))
+            rows.append(self._teacher_row("teacher", given, metrics, teacher_path))
+        else:
+            teacher_cfg = teacher_config(probe)
+            teacher_path = str(store.get_or_train(teacher_cfg, trainer=remote_trainer))
+            files["teacher"] = Path(teacher_path).read_bytes()
+            rows.append(self._teacher_row("teacher", teacher_cfg, store.metrics(teacher_cfg), teacher_path))
         if probe.assistant:
-            assistant_cfg = assistant_config(probe, str(teacher_path))
-            roles.append(("assistant", assistant_cfg))
-            files["assistant"] = store.get_or_train(assistant_cfg, trainer=remote_trainer).read_bytes()
-        for role, cfg in roles:
-            metrics = store.metrics(cfg)
-            rows.append({"role": role, "arch": cfg.model, "params": count_parameters(build_model(cfg.model, cfg.num_classes)),
-                         "best_val_acc": metrics["best_val_acc"], "test_acc": metrics["test_acc"],
-                         "epochs": metrics["epochs_run"], "seconds": metrics["seconds"],
-                         "path": str(store.path_for(cfg))})
-            self.log(f"[teachers] {role} {cfg.model}: val {metrics['best_val_acc']:.2f}% "
-                     f"test {metrics['test_acc']:.2f}%")
+            assistant_cfg = assistant_config(probe, teacher_path)
+            assistant_path = store.get_or_train(assistant_cfg, trainer=remote_trainer)
+            files["assistant"] = assistant_path.read_bytes()
+            rows.append(self._teacher_row("assistant", assistant_cfg, store.metrics(assistant_cfg),
+                                          str(assistant_path)))
+        for row in rows:
+            self.log(f"[teachers] {row['role']} {row['arch']}: val {row['best_val_acc']:.2f} "
+                     f"test {row['test_acc']:.2f} ({row['metric']})")
         banks = self.build_banks(store.root, probe, files)
         for row in rows:
             row.update(banks.get(row["role"], {"bank_bytes": 0, "bank_build_seconds": 0.0}))
         pd.DataFrame(rows).to_csv(self.exp_dir / "teachers.csv", index=False)
         return files
+
+    def _teacher_row(self, role: str, cfg: TrainConfig, metrics: dict[str, Any], path: str) -> dict[str, Any]:
+        return {"role": role, "dataset": cfg.dataset, "arch": cfg.model, "params": count_model(cfg.model, cfg),
+                "metric": metrics.get("primary_metric", "accuracy"),
+                "best_val_acc": metrics["best_val_acc"], "test_acc": metrics["test_acc"],
+                **{k: v for k, v in (metrics.get("metrics") or {}).items()},
+                "epochs": metrics["epochs_run"], "seconds": metrics["seconds"], "path": path}
 
     def build_banks(self, root: Path, probe, files: dict[str, bytes]) -> dict[str, dict[str, float]]:
         """The teacher's (and assistant's) logits for every (training example, view), computed
@@ -306,17 +371,40 @@ class Study:
         return runs
 
     def param_counts(self) -> dict[str, int]:
-        num_classes = self.config.train_config(self.config.students[0], "ce").num_classes
+        cfg = self.config.train_config(self.config.students[0], "ce")
         archs = {self.config.teacher, *self.config.students} | ({self.config.assistant} - {None})
-        return {a: count_parameters(build_model(a, num_classes)) for a in archs}
+        return {a: count_model(a, cfg) for a in archs}
 
     def write_summary(self) -> pd.DataFrame:
+        if self.config.multi_task:
+            return self.join_tasks()
         teachers_csv = self.exp_dir / "teachers.csv"
         teachers = pd.read_csv(teachers_csv) if teachers_csv.is_file() else pd.DataFrame(columns=["role"])
         summary = build_summary(self.exp_dir, self.config, self.name, teachers, self.param_counts())
         tmp = self.exp_dir / "summary.csv.tmp"
         summary.to_csv(tmp, index=False)
         tmp.replace(self.exp_dir / "summary.csv")
+        return summary
+
+
+    def join_tasks(self) -> pd.DataFrame:
+        """summary.csv and teachers.csv of every task so far, joined (trial folders relative
+        to this experiment)."""
+        summaries, teachers = [], []
+        for task in self.config.tasks:
+            folder = self.exp_dir / f"glue-{task}"
+            if (folder / "summary.csv").is_file():
+                summary = pd.read_csv(folder / "summary.csv")
+                summary["trial_dir"] = folder.name + "/" + summary["trial_dir"].astype(str)
+                summaries.append(summary)
+            if (folder / "teachers.csv").is_file():
+                teachers.append(pd.read_csv(folder / "teachers.csv"))
+        from study.summary import COLUMNS
+
+        summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=COLUMNS)
+        summary.to_csv(self.exp_dir / "summary.csv", index=False)
+        if teachers:
+            pd.concat(teachers, ignore_index=True).to_csv(self.exp_dir / "teachers.csv", index=False)
         return summary
 
 

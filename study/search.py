@@ -34,7 +34,8 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=study.startup_trials,
                                            n_warmup_steps=study.grace_epochs - 1)
     if study.pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=study.grace_epochs, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=study.grace_epochs,
+                                                      reduction_factor=study.reduction_factor)
     return optuna.pruners.NopPruner()
 
 

@@ -19,10 +19,14 @@ from study.config import StudyConfig
 STAGES = ("search", "rerun")
 PARAM_COLUMNS = ("tau_max", "stage_epochs", "lr", "weight_decay", "temperature", "alpha",
                  "psi_epochs", "margin")
+# Every metric a task can report (kd/metrics.py), as test_<name> of the selected checkpoint;
+# MNLI's mismatched dev set adds test_accuracy_mm. Empty where the task has no such metric.
+METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_mcc", "test_pearson", "test_spearman",
+                  "test_accuracy_mm")
 COLUMNS = ["trial_id", "stage", "cell", "dataset", "method", "teacher", "student", "assistant",
            "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "config",
-           *PARAM_COLUMNS, "status", "reason", "best_val_acc", "test_acc", "epochs_run",
-           "epochs_budget", "seconds", "node", "trial_dir", "audit"]
+           *PARAM_COLUMNS, "status", "reason", "metric", "best_val_acc", "test_acc", *METRIC_COLUMNS,
+           "epochs_run", "epochs_budget", "seconds", "node", "trial_dir", "audit"]
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
@@ -94,9 +98,12 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                 "seed": run.get("seed", study.seed), "config": json.dumps(params, sort_keys=True),
                 **{p: params.get(p, math.nan) for p in PARAM_COLUMNS},
                 "status": status, "reason": reason,
+                # best_val_acc and test_acc hold the task's primary metric (accuracy for images)
+                "metric": last.get("primary_metric", ""),
                 "best_val_acc": last.get("best_val_acc", math.nan),
-                # test accuracy of the checkpoint selected on validation (never the best test epoch)
+                # test score of the checkpoint selected on validation (never the best test epoch)
                 "test_acc": last.get("selected_test_acc", math.nan),
+                **{c: last.get(f"selected_{c}", math.nan) for c in METRIC_COLUMNS},
                 "epochs_run": int(last.get("epoch", 0) or 0), "epochs_budget": study.epochs,
                 "seconds": last.get("time_total_s", math.nan), "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",
                 "trial_dir": str(trial_dir.relative_to(exp_dir)), "audit": run.get("stage") == "audit",

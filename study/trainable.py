@@ -2,7 +2,8 @@
 temperature-stage and phase boundaries, resumed from the last checkpoint after a failure.
 
 Teachers reach the trial through Ray's object store (as the bytes of their stored file),
-so a worker never needs to see the driver's disk for them.
+so a worker never needs to see the driver's disk for them; a fine-tuned Hugging Face
+teacher (`hf:` name or folder) arrives as its name, which every worker loads itself.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,11 @@ from study.metrics import TrialMetrics
 STATE_FILE = "state.pt"
 
 
-def materialize(blob: bytes) -> str:
-    """Write a stored model's bytes to a node-local cache once; return the path."""
+def materialize(blob: bytes | str) -> str:
+    """Write a stored model's bytes to a node-local cache once; return the path. A name
+    (an `hf:` reference) is returned as it is."""
+    if isinstance(blob, str):
+        return blob
     digest = hashlib.sha256(blob).hexdigest()
     folder = Path(tempfile.gettempdir()) / "kd-teachers"
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,9 @@ def trial_dirname(trial) -> str:
 
 
 def _dirname(run: dict[str, Any], trial_id: str) -> str:
-    return f"{run.get('cell', 'trial')}_{run.get('stage', '')}_{trial_id}"
+    # Hugging Face names carry "/" and ":" (hf:google/bert_uncased_L-2_H-128_A-2): one folder level.
+    cell = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(run.get("cell", "trial")))
+    return f"{cell}_{run.get('stage', '')}_{trial_id}"
 
 
 def _final_marker(exp_dir: str, run: dict[str, Any], trial_id: str) -> Path:
@@ -77,6 +84,15 @@ def stored_bank(cfg, bank_root: str):
     return load_bank(path, mmap=True, verify=False, expected_key=key) if path.is_file() else None
 
 
+def with_stored_bank(cfg, bank_root: str):
+    """cfg and its bank. Without a stored bank the trial runs the teacher live rather than
+    building a bank of its own (on CIFAR that costs ~162 teacher epochs per trial)."""
+    bank = stored_bank(cfg, bank_root)
+    if bank is None and cfg.teacher_bank:
+        cfg = cfg.replace(teacher_bank=False)
+    return cfg, bank
+
+
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     # Tune's CSV logger and the analysis read NaN more easily than None.
     return {k: (math.nan if v is None else v) for k, v in metrics.items()}
@@ -94,7 +110,7 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_file
         return
     study = StudyConfig(**study_values)
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))  # no oversubscription of shared cores
-    cfg = run_config(study, run, teacher_files)
+    cfg, bank = with_stored_bank(run_config(study, run, teacher_files), bank_root)
     gauges = TrialMetrics(study_name, run["cell"], tune.get_context().get_trial_id())
 
     resume_from = None
@@ -122,7 +138,7 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_file
             tune.report(metrics)
 
     try:
-        train(cfg, report=report, resume_from=resume_from, bank=stored_bank(cfg, bank_root))
+        train(cfg, report=report, resume_from=resume_from, bank=bank)
     except DivergedError as error:
         # A diverged configuration is a result, not a crash: no retry, the study goes on.
         tune.report({"best_val_acc": last.get("best_val_acc", 0.0) if last else 0.0,

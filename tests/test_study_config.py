@@ -70,7 +70,7 @@ def test_paper_presets_validate_with_a_data_dir(tmp_path, name, dataset):
     (dict(dataset="cifar10", students=["resnet8"], teacher="resnet20", data_dir="/nonexistent/cifar"),
      "data_dir: '/nonexistent/cifar' is not allowed; the folder does not exist"),
     (dict(trials_per_cell=0), "trials_per_cell: 0 is not allowed"),
-    (dict(pruner="hyperband"), "pruner: 'hyperband' is not allowed; allowed: median, asha, none"),
+    (dict(pruner="hyperband"), "pruner: 'hyperband' is not allowed; allowed: asha, median, none"),
     (dict(colour="blue"), "unknown key(s) ['colour']"),
 ])
 def test_bad_config_is_refused_naming_the_field(tmp_path, capsys, changes, message):

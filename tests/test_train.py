@@ -49,8 +49,8 @@ def test_phase2_starts_from_best_phase1_student(tiny_teacher, monkeypatch):
     cfg = annealing_cfg(path, epochs=7, tau_max=2, stage_epochs=2)  # phase 1: 4 epochs, phase 2: 3
     real = train_module.make_optimizer
 
-    def frozen_phase2(cfg_, model, epochs):  # lr 0 in phase 2: parameters stay where it starts
-        optimizer, scheduler = real(cfg_, model, epochs)
+    def frozen_phase2(cfg_, model, epochs, *steps):  # lr 0 in phase 2: parameters stay where it starts
+        optimizer, scheduler = real(cfg_, model, epochs, *steps)
         if epochs == 3:
             for group in optimizer.param_groups:
                 group["lr"] = 0.0

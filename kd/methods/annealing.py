@@ -1,11 +1,10 @@
 """Annealing-KD (Jafari et al., EACL 2021).
 
 Phase 1 regresses the student's raw logits onto Phi(T) * teacher logits while T steps
-down from tau_max to 1; phase 2 fine-tunes on hard labels from the best phase-1 student.
-Both phases share the run's epoch budget: phase 2 gets what phase 1 leaves.
+down from tau_max to 1; phase 2 fine-tunes on hard labels from the best phase-1 student
+(CE; MSE on a regression task such as STS-B). Both phases share the run's epoch budget:
+phase 2 gets what phase 1 leaves.
 """
-import torch.nn.functional as F
-
 from kd.losses import annealing_kd_loss, phi, temperature_schedule
 from kd.methods.base import METHODS, EpochContext, Method, Phase
 
@@ -39,4 +38,4 @@ class AnnealingKD(Method):
     def losses(self, student_logits, teacher_logits, labels, ctx):
         if ctx.phase == 1:
             return {"mse": annealing_kd_loss(student_logits, teacher_logits, ctx.T, self.cfg.tau_max)}
-        return {"ce": F.cross_entropy(student_logits.float(), labels)}
+        return {self.label_term: self.label_loss(student_logits, labels)}

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from kd.losses import label_loss
 from kd.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
@@ -35,7 +36,15 @@ class Method:
     needs_assistant = False
 
     def __init__(self, cfg):
+        from kd.data import dataset_info
+
         self.cfg = cfg
+        # Regression tasks (STS-B) train on MSE where classification uses CE.
+        self.regression = dataset_info(cfg.dataset).task.regression
+        self.label_term = "label_mse" if self.regression else "ce"
+
+    def label_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return label_loss(logits, labels, self.regression)
 
     @classmethod
     def validate(cls, cfg, fail: Callable[[str, str], None]) -> None:

@@ -2,10 +2,8 @@
 
 One phase: psi * CE + (1 - psi) * hinge(||z_s - Phi(T) z_t||^2 - m Phi(T)), with T stepping
 down as in Annealing-KD (then staying at 1) and psi ramping linearly from 0 at the first
-epoch to 1 after `psi_epochs` epochs.
+epoch to 1 after `psi_epochs` epochs. On a regression task the CE becomes an MSE.
 """
-import torch.nn.functional as F
-
 from kd.losses import continuation_hinge, phi, temperature_schedule
 from kd.methods.base import METHODS, EpochContext, Method
 
@@ -35,6 +33,6 @@ class ContinuationKD(Method):
     def losses(self, student_logits, teacher_logits, labels, ctx):
         hinge = continuation_hinge(student_logits, teacher_logits, ctx.T, self.cfg.tau_max, self.cfg.margin)
         return {
-            "ce": ctx.psi * F.cross_entropy(student_logits.float(), labels),
+            self.label_term: ctx.psi * self.label_loss(student_logits, labels),
             "hinge": (1.0 - ctx.psi) * hinge,
         }

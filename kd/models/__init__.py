@@ -3,7 +3,8 @@
 Registration convention
 -----------------------
 Every architecture module registers a *factory* ``f(num_classes) -> nn.Module`` with
-``@MODELS.register("name")``.  Each factory also declares the input it expects by
+``@MODELS.register("name")`` (families such as ``bert_L<layers>_H<hidden>`` and
+``hf:<name>`` register a pattern instead, see kd/models/text.py).  Each factory also declares the input it expects by
 carrying an ``input_kind`` attribute, set with the :func:`takes` decorator placed
 *below* the registration decorator::
 
@@ -15,6 +16,9 @@ Input kinds (see :data:`INPUT_SHAPES`):
 
 * ``"image"``  -- float tensor ``[B, 3, 32, 32]`` (CIFAR-10/100)
 * ``"signal"`` -- float tensor ``[B, 1, 40]`` (MNIST-1D)
+* ``"text"``   -- int64 tensor ``[B, 2, L]``: token ids and token type ids, ``L <= max_length``
+  (GLUE, template-text). Text factories also take the keyword arguments of
+  ``Data.model_kwargs`` (vocabulary size, padding id, max_length) and ``pretrained``.
 
 Importing ``kd.models`` imports the architecture modules so that they register.
 """
@@ -35,11 +39,12 @@ MODELS: Registry[ModelFactory] = Registry("model")
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "image": (3, 32, 32),
     "signal": (1, 40),
+    "text": (2, 128),  # L varies per batch (dynamic padding); 128 is the GLUE maximum
 }
 
 
 def takes(kind: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Mark a model factory with the input kind it expects ("image" or "signal")."""
+    """Mark a model factory with the input kind it expects ("image", "signal" or "text")."""
     if kind not in INPUT_SHAPES:
         raise ValueError(f"unknown input kind {kind!r}; allowed: {', '.join(sorted(INPUT_SHAPES))}")
 
@@ -51,7 +56,7 @@ def takes(kind: str) -> Callable[[ModelFactory], ModelFactory]:
 
 
 def model_input(name: str) -> str:
-    """The input kind ("image" or "signal") the registered model ``name`` expects."""
+    """The input kind ("image", "signal" or "text") the registered model ``name`` expects."""
     factory = MODELS.get(name, field="model")
     kind = getattr(factory, "input_kind", None)
     if kind not in INPUT_SHAPES:  # a registration mistake, not a user error
@@ -59,12 +64,19 @@ def model_input(name: str) -> str:
     return kind
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
-    """Instantiate the registered model ``name`` with ``num_classes`` outputs."""
+def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Instantiate the registered model ``name`` with ``num_classes`` outputs.
+
+    Text models take ``Data.model_kwargs`` and ``pretrained`` (False: the architecture
+    without downloading weights) as keyword arguments and allow ``num_classes = 1``
+    (a regression score); other models take none.
+    """
     factory = MODELS.get(name, field="model")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return factory(num_classes)
+    text = model_input(name) == "text"
+    lowest = 1 if text else 2
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < lowest:
+        raise ValueError(f"num_classes must be an integer >= {lowest}, got {num_classes!r}")
+    return factory(num_classes, **kwargs) if text else factory(num_classes)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -73,7 +85,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Import the architecture modules so that they register (must stay after MODELS/takes).
-from kd.models import cifar_resnet, mnist1d, plain_cnn  # noqa: E402,F401
+from kd.models import cifar_resnet, mnist1d, plain_cnn, text  # noqa: E402,F401
 
 __all__ = [
     "INPUT_SHAPES",
