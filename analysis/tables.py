@@ -376,21 +376,17 @@ def _splits(dataset: str, cfg: dict[str, Any]) -> str:
         size = f"{val:,}{note}" if val else "10% of train, at most 5,000,"
         return (f"GLUE train minus a validation split ({size} held out, seed {seed}{seed_note}) / GLUE dev "
                 f"as the test split (GLUE's test labels are hidden; MNLI: dev matched, plus mismatched)")
-    if dataset == "template-text":
-        n, n_note = _setting(cfg, "num_samples", 5000)
-        val, note = _setting(cfg, "val_size", 500)
-        return (f"{int(0.8 * n) - val:,} train / {val:,}{note} validation (seed {seed}{seed_note}) / "
-                f"{n - int(0.8 * n):,} test (generated template sentences, {n:,}{n_note} in all)")
     if dataset in ("cifar10", "cifar100"):
         val, note = _setting(cfg, "val_size", 5000)
         return (f"{50_000 - val:,} train / {val:,}{note} validation (held out of the training set, "
                 f"seed {seed}{seed_note}) / 10,000 test")
-    if dataset == "mnist1d":
-        # The mnist1d generator keeps 80% of the samples for training, 20% for test.
+    generated = {"mnist1d": "generated", "template-text": "generated template sentences"}
+    if dataset in generated:
+        # Both generators keep 80% of the samples for training, 20% for test.
         n, n_note = _setting(cfg, "num_samples", 5000)
         val, note = _setting(cfg, "val_size", 500)
         return (f"{int(0.8 * n) - val:,} train / {val:,}{note} validation (seed {seed}{seed_note}) / "
-                f"{n - int(0.8 * n):,} test (generated, {n:,}{n_note} samples)")
+                f"{n - int(0.8 * n):,} test ({generated[dataset]}, {n:,}{n_note} samples)")
     return "not recorded in study.json"
 
 

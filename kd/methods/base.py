@@ -31,6 +31,14 @@ class EpochContext:
     psi: float | None = None
 
 
+def validate_schedule(cfg, fail: Callable[[str, str], None]) -> None:
+    """tau_max and stage_epochs of the annealed methods (Annealing-KD, Continuation-KD)."""
+    if cfg.tau_max < 1:
+        fail("tau_max", "it must be an integer >= 1")
+    if cfg.stage_epochs < 1:
+        fail("stage_epochs", "it must be an integer >= 1")
+
+
 class Method:
     needs_teacher = False
     needs_assistant = False

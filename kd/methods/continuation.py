@@ -5,7 +5,7 @@ down as in Annealing-KD (then staying at 1) and psi ramping linearly from 0 at t
 epoch to 1 after `psi_epochs` epochs. On a regression task the CE becomes an MSE.
 """
 from kd.losses import continuation_hinge, phi, temperature_schedule
-from kd.methods.base import METHODS, EpochContext, Method
+from kd.methods.base import METHODS, EpochContext, Method, validate_schedule
 
 
 @METHODS.register("continuation")
@@ -14,10 +14,7 @@ class ContinuationKD(Method):
 
     @classmethod
     def validate(cls, cfg, fail):
-        if cfg.tau_max < 1:
-            fail("tau_max", "it must be an integer >= 1")
-        if cfg.stage_epochs < 1:
-            fail("stage_epochs", "it must be an integer >= 1")
+        validate_schedule(cfg, fail)
         if cfg.phase1_epochs > cfg.epochs:
             fail("epochs", f"continuation steps T through tau_max x stage_epochs = "
                            f"{cfg.phase1_epochs} epochs, more than the budget")
