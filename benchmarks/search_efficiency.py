@@ -95,8 +95,17 @@ def study_cell(args, seed: int) -> StudyConfig:
     sampler and pruner settings, so arm A is exactly what `run_study.py` runs."""
     return StudyConfig.preset("mnist1d").replace(
         students=[args.student], methods=["annealing"], epochs=args.epochs, seed=seed,
-        pruner=args.pruner, grace_epochs=args.grace, reduction_factor=args.reduction_factor,
+        pruner="asha" if args.pruner == "hyperband" else args.pruner,  # hyperband: arm_a_pruner
+        grace_epochs=args.grace, reduction_factor=args.reduction_factor,
         startup_trials=args.startup)
+
+
+def arm_a_pruner(cell: StudyConfig, args) -> optuna.pruners.BasePruner:
+    if args.pruner == "hyperband":
+        # For comparison only: not a study option (benchmarks/README.md has why).
+        return optuna.pruners.HyperbandPruner(min_resource=args.grace, max_resource=args.epochs,
+                                              reduction_factor=args.reduction_factor)
+    return make_pruner(cell)
 
 
 def print_trials(arm: dict) -> None:
@@ -113,7 +122,10 @@ def main() -> None:
     parser.add_argument("--teacher", default="cnn1d_64")
     parser.add_argument("--teacher-epochs", type=int, default=60)
     parser.add_argument("--num-samples", type=int, default=5000)
-    parser.add_argument("--pruner", default="asha", choices=("asha", "median"))
+    parser.add_argument("--val-size", type=int, default=None, help="validation examples (default: the dataset's)")
+    parser.add_argument("--pruner", default="asha", choices=("asha", "median", "hyperband"),
+                        help="arm A's pruner: the study's asha or median, or Optuna's HyperbandPruner "
+                             "(min_resource --grace, max_resource --epochs; not a study option)")
     parser.add_argument("--grace", type=int, default=3,
                         help="no pruning before this epoch (ASHA min_resource; median: warm-up)")
     parser.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
@@ -126,9 +138,11 @@ def main() -> None:
     args = parser.parse_args()
     device = setup_device(args.device, args.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # diverged trials are counted, not logged
-    pruner_text = (f"ASHA (SuccessiveHalvingPruner, min_resource {args.grace}, reduction factor "
-                   f"{args.reduction_factor})" if args.pruner == "asha"
-                   else f"MedianPruner (startup {args.startup}, from epoch {args.grace})")
+    pruner_text = {
+        "asha": f"ASHA (SuccessiveHalvingPruner, min_resource {args.grace}, reduction factor {args.reduction_factor})",
+        "hyperband": f"HyperbandPruner (min_resource {args.grace}, max_resource {args.epochs}, "
+                     f"reduction factor {args.reduction_factor})",
+        "median": f"MedianPruner (startup {args.startup}, from epoch {args.grace})"}[args.pruner]
 
     print(f"search_efficiency: MNIST-1D, student {args.student}, annealing, teacher {args.teacher}; "
           f"{args.trials} trials per arm, {args.epochs} epochs each, seeds {args.seeds}, {device}")
@@ -141,7 +155,7 @@ def main() -> None:
         for seed in args.seeds:
             base = TrainConfig(model=args.student, method="annealing", teacher=args.teacher,
                                teacher_epochs=args.teacher_epochs, epochs=args.epochs,
-                               num_samples=args.num_samples, device=device.type, seed=seed,
+                               num_samples=args.num_samples, val_size=args.val_size, device=device.type, seed=seed,
                                tau_max=2, stage_epochs=1).validate()
             started = time.perf_counter()
             base = store.resolve(base)  # one teacher for all seeds (teacher_seed is fixed)
@@ -154,7 +168,7 @@ def main() -> None:
                       f"shared by every trial")
             cell = study_cell(args, seed)
             space = MethodSpace(cell, "annealing")
-            arm_a = run_arm("tpe+pruning", make_sampler(cell, 0), make_pruner(cell), space, base, args,
+            arm_a = run_arm("tpe+pruning", make_sampler(cell, 0), arm_a_pruner(cell, args), space, base, args,
                             data, bank)
             arm_b = run_arm("random", optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(),
                             space, base, args, data, bank)
