@@ -11,7 +11,7 @@ with trials of their own cell.
 scheduler COMPLETED with its truncated value (SPEC §6). `CellStudySearch` fixes both: the
 study gets the configured pruner, and pruned trials are told as PRUNED (Optuna then keeps
 their last intermediate value). It reaches into OptunaSearch's private `_ot_trials` and
-`_ot_study`, which is why Ray is pinned; tests/test_search.py guards the behaviour.
+`_ot_study`, which is why Ray is pinned; tests/test_study_ray.py guards the behaviour.
 """
 from __future__ import annotations
 
