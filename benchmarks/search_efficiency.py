@@ -6,8 +6,8 @@ MNIST-1D (tau_max 2..6, stage_epochs 1..2 with >= 4 phase-2 epochs, lr 0.01..0.3
 weight_decay 1e-5..1e-3 log) and the same epoch budget for every trial. Both arms run
 kd.train.train in this process (no Ray) with the teacher's logits from one shared bank.
 
-- arm A (ours): TPESampler(multivariate=True, constant_liar=True, seed,
-  n_startup_trials=4) + an Optuna pruner (default: SuccessiveHalvingPruner, i.e. ASHA,
+- arm A (ours): TPESampler(multivariate=True, constant_liar=True, seed, n_startup_trials
+  as in the mnist1d preset: 8) + an Optuna pruner (default: SuccessiveHalvingPruner, i.e. ASHA,
   min_resource 3, reduction factor 2: rungs at epochs 3, 6, 12), told after every epoch the
   metric the study reports (best validation accuracy of the current phase); like the
   study's pruner adapter it never stops a trial before `--grace` epochs nor inside the
@@ -101,7 +101,7 @@ def study_cell(args, seed: int) -> StudyConfig:
         students=[args.student], methods=["annealing"], epochs=args.epochs, seed=seed,
         pruner="asha" if args.pruner == "hyperband" else args.pruner,  # hyperband: arm_a_pruner
         grace_epochs=args.grace, reduction_factor=args.reduction_factor,
-        startup_trials=args.startup)
+        **({} if args.startup is None else {"startup_trials": args.startup}))
 
 
 def arm_a_pruner(cell: StudyConfig, args) -> optuna.pruners.BasePruner:
@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=3,
                         help="no pruning before this epoch (ASHA min_resource; median: warm-up)")
     parser.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
-    parser.add_argument("--startup", type=int, default=4, help="random TPE startup trials (and median-pruner startup)")
+    parser.add_argument("--startup", type=int, default=None,
+                        help="random TPE startup trials, and median-pruner startup (default: the mnist1d preset's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(12)),
                         help="one pair of searches per seed")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -143,15 +144,16 @@ def main() -> None:
     args = parser.parse_args()
     device = setup_device(args.device, args.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # diverged trials are counted, not logged
+    startup = study_cell(args, 0).startup_trials
     pruner_text = {
         "asha": f"ASHA (SuccessiveHalvingPruner, min_resource {args.grace}, reduction factor {args.reduction_factor})",
         "hyperband": f"HyperbandPruner (min_resource {args.grace}, max_resource {args.epochs}, "
                      f"reduction factor {args.reduction_factor})",
-        "median": f"MedianPruner (startup {args.startup}, from epoch {args.grace})"}[args.pruner]
+        "median": f"MedianPruner (startup {startup}, from epoch {args.grace})"}[args.pruner]
 
     print(f"search_efficiency: MNIST-1D, student {args.student}, annealing, teacher {args.teacher}; "
           f"{args.trials} trials per arm, {args.epochs} epochs each, seeds {args.seeds}, {device}")
-    print(f"arm A: TPE (multivariate, {args.startup} startup trials) + {pruner_text}; "
+    print(f"arm A: TPE (multivariate, {startup} startup trials) + {pruner_text}; "
           f"arm B: random search, no pruning")
     print(machine_line(device))
     results = []
