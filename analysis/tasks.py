@@ -17,7 +17,6 @@ METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1", "mcc": "MCC", "pearson": "P
                  "spearman": "Spearman", "accuracy_mm": "Accuracy (mismatched)"}
 TASK_LABELS = {"glue-cola": "CoLA", "glue-sst2": "SST-2", "glue-mrpc": "MRPC", "glue-stsb": "STS-B",
                "glue-qqp": "QQP", "glue-mnli": "MNLI", "glue-qnli": "QNLI", "glue-rte": "RTE"}
-GLUE_TASKS = tuple(TASK_LABELS)
 # How the published tables spell the models (Hugging Face names lose their hf: prefix and
 # organisation; Google's BERT miniatures go by their paper names).
 MODEL_ALIASES = {

@@ -27,7 +27,6 @@ per teacher-using epoch of every trial.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -160,13 +159,14 @@ def build_bank(teacher: nn.Module, data: "Data", batch_size: int = 1024,
                          "batch into every logit. Pass it in eval mode (kd.train.FrozenTeacher)")
     if batch_size < 1:
         raise ValueError(f"batch_size: {batch_size} is not allowed; it must be >= 1")
+    from kd.train import autocast_for  # kd.train imports this module
+
     _dtype_name(dtype)
     train_x = data.train_x
     device = train_x.device
     n, v, c = len(train_x), data.num_views, data.num_classes
     use_cuda = device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda and amp \
-        else contextlib.nullcontext
+    autocast = autocast_for(device, amp)
 
     started = time.perf_counter()
     flat = torch.empty(n * v, c, dtype=dtype, device=device)

@@ -32,7 +32,7 @@ from kd.config import ConfigError, TrainConfig
 from kd.models import build_model, count_parameters
 from kd.store import TeacherStore, assistant_config, is_hf_reference, teacher_config
 from study.config import StudyConfig, check_storage_writable
-from study.summary import build_summary
+from study.summary import COLUMNS, build_summary
 
 TRAINABLE_NAME = "run_trial"
 
@@ -399,7 +399,6 @@ class Study:
                 summaries.append(summary)
             if (folder / "teachers.csv").is_file():
                 teachers.append(pd.read_csv(folder / "teachers.csv"))
-        from study.summary import COLUMNS
 
         summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=COLUMNS)
         summary.to_csv(self.exp_dir / "summary.csv", index=False)

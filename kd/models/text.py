@@ -38,10 +38,6 @@ class TextClassifier(nn.Module):
         # DistilBERT-style models have no segment embeddings and refuse token_type_ids.
         self.uses_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
-    @property
-    def vocab_size(self) -> int:
-        return self.model.get_input_embeddings().num_embeddings
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x[:, 0]
         extra = {"token_type_ids": x[:, 1]} if self.uses_token_types else {}
