@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (import path)
 from _common import GpuSampler, machine_line, setup_device, sync
 
 import numpy as np
@@ -87,11 +86,10 @@ def reference_step_seconds(args, device, teacher_path, images, labels, mean, std
     student.train()
     phi = 1.0  # T = 1; the value does not change the cost
     sampler = GpuSampler(device)
-    started, stamps = None, []
+    stamps = []
     for step, (x, y) in enumerate(loader):
         if step == args.warmup:
             sync(device)
-            started = time.perf_counter()
             sampler.__enter__()
         if step >= args.warmup:
             stamps.append(time.perf_counter())  # the step includes waiting for its batch

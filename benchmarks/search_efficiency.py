@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (import path)
 from _common import machine_line, setup_device
 
 import optuna
@@ -67,7 +66,7 @@ def run_arm(name: str, sampler, pruner, space: MethodSpace, base: TrainConfig, a
             epochs_used[0] += 1
             step = last[0] = metrics["epoch"]
             trial.report(metrics["best_val_acc"], step)  # the metric the study reports to Tune
-            if step >= max(args.grace, cfg.stage_epochs) and trial.should_prune():
+            if step >= max(args.grace, cfg.stage_epochs) and not metrics["finished"] and trial.should_prune():
                 rows.append((trial.number, "pruned", step, metrics["best_val_acc"], trial.params))
                 raise Pruned
 

@@ -140,9 +140,10 @@ def test_paper_comparison_covers_the_distilroberta_rows(glue_experiment):
     assert mrpc.loc["annealing", "ours"] == pytest.approx(reruns[reruns["method"] == "annealing"]["test_f1"].mean())
     average = paper[paper["published_metric"] == "score (dev)"].set_index("method")
     assert set(average.index) == {"teacher", "ce", "kd", "takd", "annealing", "continuation"}
-    overview = tasks.glue_overview(exp)
-    mean = overview[(overview["task"] == "Average") & (overview["method"] == "continuation")]["mean"].iloc[0]
-    assert average.loc["continuation", "ours"] == pytest.approx(mean)
+    # the GLUE average: each task's primary metric averaged over the re-run seeds, then over tasks
+    all_reruns = raw[(raw["stage"] == "rerun") & (raw["status"] == "completed")]
+    continuation = all_reruns[all_reruns["method"] == "continuation"].groupby("dataset")["test_acc"].mean()
+    assert average.loc["continuation", "ours"] == pytest.approx(continuation.mean()) and len(continuation) == 8
     assert average.loc["continuation", "published"] == 85.64
     assert "GLUE dev" in average.loc["continuation", "protocol_notes"]
 
