@@ -96,6 +96,30 @@ def test_trials_land_on_both_nodes(cluster, tmp_path):
     assert worker.node_id[:8] in node_ids
 
 
+def node_process_tree(node):
+    """Every live pid of a Ray node: its own processes (raylet, agents) and their
+    descendants (the worker processes that run trials), read from /proc."""
+    roots = {info.process.pid for infos in node.all_processes.values() for info in infos}
+    parent_of = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # the command name may hold spaces and brackets; the fields after it do not
+            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree = roots & set(parent_of)
+    while children := {pid for pid, parent in parent_of.items() if parent in tree} - tree:
+        tree |= children
+    return tree
+
+
+def signal_all(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def test_lost_node_trials_resume_from_checkpoints(cluster, tmp_path):
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -106,12 +130,28 @@ def test_lost_node_trials_resume_from_checkpoints(cluster, tmp_path):
     def checkpointed_on_worker():
         for name, rows in results(exp_dir).items():
             if rows and rows[-1].get("node_id") == worker.node_id and not rows[-1].get("finished") \
-                    and any(r.get("stage_end") for r in rows) and list((exp_dir / "search" / name).glob("checkpoint_*")):
+                    and any(r.get("stage_end") for r in rows) and list((exp_dir / "search" / name).glob("checkpoint_*")) \
+                    and not (exp_dir / "search" / name / "final.json").exists():
                 return name
         return None
 
-    victim = wait_until(checkpointed_on_worker, 300, "a checkpointed trial running on the worker node")
-    cluster.remove_node(worker)
+    # The driver logs a trial's results a little after the trial sends them, so a trial seen
+    # unfinished may already be done. Freeze the whole worker node, let the driver catch up,
+    # and kill the node only if its trial is still unfinished; otherwise thaw it and wait on.
+    deadline = time.time() + 300
+    while True:
+        wait_until(checkpointed_on_worker, max(1, deadline - time.time()),
+                   "a checkpointed trial running on the worker node")
+        frozen = node_process_tree(worker)
+        signal_all(frozen, signal.SIGSTOP)
+        time.sleep(3)
+        victim = checkpointed_on_worker()
+        if victim:
+            break
+        signal_all(frozen, signal.SIGCONT)
+        assert time.time() < deadline, "no trial on the worker node stayed unfinished long enough"
+    cluster.remove_node(worker, allow_graceful=False)
+    signal_all(frozen, signal.SIGKILL)  # its worker processes, orphaned and still frozen
     cluster.add_node(num_cpus=1)  # capacity comes back as a fresh node
     assert driver.wait(timeout=600) == 0
     check_complete(exp_dir, FAULT_STUDY)
