@@ -5,7 +5,7 @@ A regression output has no softmax to soften: there the form is
 """
 import torch.nn.functional as F
 
-from kd.losses import label_loss, soft_kl
+from kd.losses import soft_kl
 from kd.methods.base import METHODS, Method
 
 
@@ -17,12 +17,8 @@ class HintonKD(Method):
         # The two terms are reported apart; their sum is exactly losses.hinton_kd_loss
         # (losses.regression_kd_loss for a regression task).
         alpha, tau = self.cfg.alpha, self.cfg.temperature
+        label_term = {self.label_term: (1.0 - alpha) * self.label_loss(student_logits, labels)}
         if self.regression:
-            return {
-                "label_mse": (1.0 - alpha) * label_loss(student_logits, labels, regression=True),
-                "teacher_mse": alpha * F.mse_loss(student_logits.float(), teacher_logits.detach().float()),
-            }
-        return {
-            "ce": (1.0 - alpha) * F.cross_entropy(student_logits.float(), labels),
-            "kl": alpha * soft_kl(student_logits, teacher_logits, tau),
-        }
+            return {**label_term,
+                    "teacher_mse": alpha * F.mse_loss(student_logits.float(), teacher_logits.detach().float())}
+        return {**label_term, "kl": alpha * soft_kl(student_logits, teacher_logits, tau)}
