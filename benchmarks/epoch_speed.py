@@ -93,8 +93,6 @@ def reference_step_seconds(args, device, teacher_path, images, labels, mean, std
             sampler.__enter__()
         if step >= args.warmup:
             stamps.append(time.perf_counter())  # the step includes waiting for its batch
-        if step == args.warmup + args.steps:
-            break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         output = student(x)
         teacher_logits = teacher(x)  # FrozenTeacher: no_grad, eval mode (unless --teacher-grad)
@@ -103,9 +101,9 @@ def reference_step_seconds(args, device, teacher_path, images, labels, mean, std
         loss.backward()
         optimizer.step()
     sync(device)
-    stamps.append(time.perf_counter())
+    stamps.append(time.perf_counter())  # the loader holds exactly warmup + steps batches
     sampler.__exit__()
-    return step_statistics(stamps[:args.steps + 1], device), sampler
+    return step_statistics(stamps, device), sampler
 
 
 def step_statistics(stamps: list[float], device: torch.device) -> dict[str, float]:
