@@ -22,8 +22,10 @@ class ExperimentError(Exception):
 
 # Without these a summary row cannot be placed in any table.
 REQUIRED_TRIAL_COLUMNS = ("trial_id", "stage", "cell", "method", "student", "status")
-# Every metric a task can report, of the selected checkpoint (study/summary.py); best_val_acc
-# and test_acc hold the task's primary metric, named in the `metric` column.
+# Every metric a task can report (kd/metrics.py), as test_<name> of the selected checkpoint;
+# MNLI's mismatched dev set adds test_accuracy_mm; empty where the task has no such metric.
+# study/summary.py writes them; best_val_acc and test_acc hold the task's primary metric,
+# named in the `metric` column.
 METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_mcc", "test_pearson", "test_spearman",
                   "test_accuracy_mm")
 NUMERIC_TRIAL_COLUMNS = (

@@ -14,15 +14,13 @@ from typing import Any
 import optuna
 import pandas as pd
 
+# The reader owns the metric columns: analysis/ must load a summary without Ray or Optuna.
+from analysis.load import METRIC_COLUMNS
 from study.config import StudyConfig
 
 STAGES = ("search", "rerun")
 PARAM_COLUMNS = ("tau_max", "stage_epochs", "lr", "weight_decay", "temperature", "alpha",
                  "psi_epochs", "margin")
-# Every metric a task can report (kd/metrics.py), as test_<name> of the selected checkpoint;
-# MNLI's mismatched dev set adds test_accuracy_mm. Empty where the task has no such metric.
-METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_mcc", "test_pearson", "test_spearman",
-                  "test_accuracy_mm")
 COLUMNS = ["trial_id", "stage", "cell", "dataset", "method", "teacher", "student", "assistant",
            "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "config",
            *PARAM_COLUMNS, "status", "reason", "metric", "best_val_acc", "test_acc", *METRIC_COLUMNS,
