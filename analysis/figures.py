@@ -323,10 +323,10 @@ def _in_start_order(exp: Experiment, rows: pd.DataFrame) -> pd.DataFrame:
 
 def _score(exp: Experiment, unit: bool = False) -> str:
     """What the plotted numbers are: accuracy, or the task's primary GLUE metric (MCC, F1, ...)."""
-    metric = exp.primary_metric
-    if metric == "accuracy":
-        return "accuracy (%)" if unit else "accuracy"
-    return f"{tasks.metric_label(metric)} (×100)" if unit else tasks.metric_label(metric)
+    name = tasks.score_name(exp.primary_metric)
+    if not unit:
+        return name
+    return f"{name} (%)" if exp.primary_metric == "accuracy" else f"{name} (×100)"
 
 
 def _seed_range(counts: pd.Series) -> str:

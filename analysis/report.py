@@ -243,7 +243,7 @@ def _task_blocks(exp: Experiment, csv, png, title: str, suffix: str,
     """The sections of one task (of the only task, for a single-task study): tables and
     figures written as <name><suffix>.csv/.png."""
     metric = exp.primary_metric
-    label = "accuracy" if metric == "accuracy" else tasks.metric_label(metric)
+    label = tasks.score_name(metric)
     gap = csv(f"gap_table{suffix}", tables.gap_table(exp))
     gain = csv(f"gain_over_ce{suffix}", tables.gain_over_ce(exp))
     rank = csv(f"ranking{suffix}", tables.ranking(exp))

@@ -309,8 +309,7 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
     versions = info.get("versions") or {}
     hardware = info.get("hardware") or {}
     several = len(exp.tasks) > 1
-    metric = "score" if several else ("accuracy" if exp.primary_metric == "accuracy"
-                                      else tasks.metric_label(exp.primary_metric))
+    metric = "score" if several else tasks.score_name(exp.primary_metric)
     if several:
         dataset = "GLUE: " + ", ".join(f"{tasks.task_label(t)} ({t})" for t in exp.tasks)
         teacher_text = f"{teacher}, fine-tuned per task (scores in the overview)"

@@ -31,6 +31,12 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric or "Accuracy")
 
 
+def score_name(metric: str) -> str:
+    """How prose names a score: 'accuracy' in lower case, as the image reports always said,
+    else the GLUE metric's name (MCC, F1, ...)."""
+    return "accuracy" if metric == "accuracy" else metric_label(metric)
+
+
 def task_label(dataset: str) -> str:
     return TASK_LABELS.get(dataset, dataset)
 
