@@ -13,11 +13,8 @@ from analysis_fixtures import write_synthetic_experiment
 from kd import ConfigError
 from study.config import PRESET_DIR, StudyConfig
 from study.runner import Study
-from text_fixtures import save_tokenizer, write_glue_tsv
+from text_fixtures import GLUE_PRIMARY as PRIMARY, GLUE_TASKS as GLUE, save_tokenizer, write_glue_tsv
 
-GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
-PRIMARY = {"cola": "mcc", "sst2": "accuracy", "mrpc": "f1", "stsb": "pearson", "qqp": "accuracy",
-           "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy"}
 SECOND = {"cola": "accuracy", "mrpc": "accuracy", "stsb": "spearman", "qqp": "f1", "mnli": "accuracy_mm"}
 
 

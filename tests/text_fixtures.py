@@ -14,6 +14,11 @@ from pathlib import Path
 WORDS = ("the", "a", "film", "plot", "cast", "was", "is", "good", "bad", "great", "awful", "not",
          "very", "cat", "dog", "runs", "sits", "\"quoted\"", "it's")
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# The GLUE tasks and each one's primary metric, written out as the expectation the kd/
+# registry must meet (not read from it).
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+GLUE_PRIMARY = {"cola": "mcc", "sst2": "accuracy", "mrpc": "f1", "stsb": "pearson", "qqp": "accuracy",
+                "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy"}
 
 
 def save_tokenizer(folder: Path) -> Path:
