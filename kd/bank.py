@@ -212,17 +212,18 @@ def bank_key(teacher_path: str | Path, cfg: "TrainConfig") -> str:
 
     It hashes the teacher's fingerprint (a stored file's sha256, not its path: copies of a
     file share a bank) and the settings that fix ``train_x`` and its order: dataset, the
-    validation split (val_size, data_seed), for MNIST-1D and template-text num_samples (CIFAR
-    ignores it), and for text the data folder, tokenizer and max_length.
+    validation split (val_size, data_seed), for generated datasets (MNIST-1D, template-text)
+    num_samples, and for text the data folder, the tokenizer the run reads with and max_length.
     """
     from kd.data import dataset_info
 
-    text = dataset_info(cfg.dataset).input_kind == "text"
+    info = dataset_info(cfg.dataset)
     payload = {"format": BANK_FORMAT, "teacher_sha256": teacher_fingerprint(teacher_path),
                "dataset": cfg.dataset, "val_size": cfg.resolved_val_size, "data_seed": cfg.data_seed,
-               "num_samples": cfg.num_samples if cfg.dataset in ("mnist1d", "template-text") else None}
-    if text:  # only then: the keys of existing image and MNIST-1D banks stay as they were
-        payload.update(data_dir=cfg.data_dir, tokenizer=cfg.resolved_tokenizer, max_length=cfg.max_length)
+               "num_samples": cfg.num_samples if info.generated else None}
+    if info.input_kind == "text":  # only then: the keys of existing image and MNIST-1D banks stay as they were
+        # the tokenizer the run reads its text with (template-text may build its own)
+        payload.update(data_dir=cfg.data_dir, tokenizer=info.tokenizer(cfg), max_length=cfg.max_length)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

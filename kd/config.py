@@ -176,7 +176,7 @@ class TrainConfig:
         if expected_input == "text":
             if self.max_length < 4:
                 fail("max_length", "it must be >= 4 (special tokens plus some text)")
-            if self.dataset.startswith("glue-") and self.resolved_tokenizer is None:
+            if info.needs_tokenizer and self.resolved_tokenizer is None:
                 fail("tokenizer", f"dataset {self.dataset} with model {self.model} needs a tokenizer (a Hub "
                                   f"name or a save_pretrained folder; hf: students default to their own)")
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from kd.config import ConfigError, TrainConfig
+from kd.data import dataset_info
 from kd.methods import METHODS
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -206,14 +207,15 @@ class StudyConfig:
                     self.train_config(student, method, **corner_params(self, method, pick))
             except ConfigError as error:
                 raise ConfigError(f"cell {student}-{method}: {error}") from None
-        if self.dataset.startswith("glue-") and not self.train.get("tokenizer"):
+        info = dataset_info(self.dataset)
+        if info.needs_tokenizer and not self.train.get("tokenizer"):
             raise ConfigError("train: a GLUE study needs train.tokenizer (a Hub name or folder): teacher "
                               "and students must read the same token ids")
         # The teacher and the assistant must be valid models for the dataset, too.
         self.train_config(self.teacher, "ce")
         if self.assistant:
             self.train_config(self.assistant, "ce")
-        if self.dataset not in ("mnist1d", "template-text"):
+        if not info.generated:
             data_dir = self.train.get("data_dir", self.data_dir)
             if data_dir and not Path(data_dir).is_dir() and not self.train.get("download", False):
                 hint = ("put GLUE's task folders there, or leave data_dir empty to use the Hub"

@@ -77,6 +77,10 @@ class DatasetInfo:
     default_val_size: int | None    # None: the loader's own rule (GLUE: 10% of train, <= 5,000)
     needs_data_dir: bool = False    # CIFAR: a data_dir is required; GLUE: optional (else the Hub)
     tokenizer: Callable[[Any], str] | None = None  # text: tokenizer(cfg) -> the name or folder to load
+    # generated offline (MNIST-1D, template-text): num_samples sets the size, no files to read
+    generated: bool = False
+    # text from a corpus (GLUE): a tokenizer must be named; template-text builds its own
+    needs_tokenizer: bool = False
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -121,7 +125,7 @@ def _load_cifar(cfg) -> Data:
                 num_views=NUM_CIFAR_VIEWS, mean=a.mean, std=a.std)
 
 
-register(DatasetInfo("mnist1d", "signal", 10, CLASSIFICATION, _load_mnist1d, 500))
+register(DatasetInfo("mnist1d", "signal", 10, CLASSIFICATION, _load_mnist1d, 500, generated=True))
 for _name, _classes in (("cifar10", 10), ("cifar100", 100)):
     register(DatasetInfo(_name, "image", _classes, CLASSIFICATION, _load_cifar, 5000, needs_data_dir=True))
 

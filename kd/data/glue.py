@@ -258,4 +258,4 @@ def load_glue(cfg) -> Data:
 
 for _task in TASKS.values():
     register(DatasetInfo(f"glue-{_task.name}", "text", _task.num_classes, _task.task, load_glue, None,
-                         tokenizer=lambda cfg: cfg.resolved_tokenizer))
+                         tokenizer=lambda cfg: cfg.resolved_tokenizer, needs_tokenizer=True))

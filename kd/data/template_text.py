@@ -103,4 +103,5 @@ def load_template_text(cfg) -> Data:
     return text_data(cfg, tokenizer, tensors, cfg.resolved_val_size)
 
 
-register(DatasetInfo("template-text", "text", 2, TASK, load_template_text, 500, tokenizer=tokenizer_name))
+register(DatasetInfo("template-text", "text", 2, TASK, load_template_text, 500, tokenizer=tokenizer_name,
+                     generated=True))
