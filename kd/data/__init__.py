@@ -99,10 +99,11 @@ def load_data(cfg) -> Data:
 
 
 def split_validation(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, validation indices), both ascending: val_size examples held out with
-    a fixed seed."""
-    if not 1 <= val_size < n:
-        raise ValueError(f"val_size: {val_size} is not allowed; it must lie in [1, {n - 1}] "
+    """(train indices, validation indices), both ascending: the first val_size entries of a
+    permutation seeded with seed are held out. Every dataset splits this way, and the teacher
+    banks' keys rely on these exact indices. val_size 0 holds nothing out (CIFAR allows it)."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size: {val_size} is not allowed; it must lie in [0, {n - 1}] "
                          f"for {n} training examples")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[val_size:].sort().values, order[:val_size].sort().values

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kd.data import split_validation
+
 __all__ = [
     "ImageArrays",
     "DatasetNotFoundError",
@@ -223,10 +225,7 @@ def load_cifar(
             f"field 'val_size' must be smaller than the number of training images "
             f"({n}) of {key}, got {val_size}"
         )
-    gen = torch.Generator().manual_seed(int(split_seed))
-    perm = torch.randperm(n, generator=gen)
-    val_idx = perm[:val_size].sort().values
-    train_idx = perm[val_size:].sort().values
+    train_idx, val_idx = split_validation(n, val_size, int(split_seed))
 
     return ImageArrays(
         name=key,

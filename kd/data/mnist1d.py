@@ -5,6 +5,8 @@ from functools import lru_cache
 
 import torch
 
+from kd.data import split_validation
+
 
 @lru_cache(maxsize=4)
 def _generate(num_samples: int, seed: int):
@@ -26,7 +28,6 @@ def load_mnist1d(num_samples: int = 5000, val_size: int = 500, split_seed: int =
     if not 1 <= val_size < len(train_x):
         raise ValueError(f"val_size: {val_size} is not allowed; it must lie in [1, {len(train_x) - 1}] "
                          f"for num_samples={num_samples}")
-    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size].sort().values, order[val_size:].sort().values
+    train_idx, val_idx = split_validation(len(train_x), val_size, split_seed)
     return (train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
             test_x, test_y)
