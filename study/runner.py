@@ -12,6 +12,7 @@ tasks' (their `dataset` column tells them apart), so the report reads one direct
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -108,6 +109,20 @@ class Study:
             info["finished"] = dt.datetime.now().isoformat(timespec="seconds")
         _write_json(path, info)
 
+    @contextlib.contextmanager
+    def wall_clock(self):
+        """Adds this session's wall time to study.json's wall_seconds however the session
+        ends, so a study interrupted and resumed reports the time of all its sessions."""
+        path = self.exp_dir / "study.json"
+        previous = json.loads(path.read_text()).get("wall_seconds", 0.0)
+        started = time.time()
+        try:
+            yield
+        finally:
+            info = json.loads(path.read_text())
+            info["wall_seconds"] = previous + time.time() - started
+            _write_json(path, info)
+
     # ------------------------------------------------------------------ the stages
     def task_study(self, task: str) -> "Study":
         return Study(self.config.for_task(task), self.exp_dir, f"glue-{task}", preset=self.preset,
@@ -116,18 +131,16 @@ class Study:
     def run_tasks(self) -> Path:
         """A GLUE study over several tasks: each task's study in turn, then the joined files."""
         self.write_info("running")
-        previous_wall = json.loads((self.exp_dir / "study.json").read_text()).get("wall_seconds", 0.0)
-        started = time.time()
-        for task in self.config.tasks:
-            sub = self.task_study(task)
-            self.log(f"=== task {task}: {sub.exp_dir}")
-            sub.prepare(resume=(sub.exp_dir / "study.json").is_file())
-            try:
-                sub.run()
-            finally:
-                self.write_summary()
-        self.write_info("finished", wall_seconds=previous_wall + time.time() - started,
-                        hardware=cluster_hardware())
+        with self.wall_clock():
+            for task in self.config.tasks:
+                sub = self.task_study(task)
+                self.log(f"=== task {task}: {sub.exp_dir}")
+                sub.prepare(resume=(sub.exp_dir / "study.json").is_file())
+                try:
+                    sub.run()
+                finally:
+                    self.write_summary()
+            self.write_info("finished", hardware=cluster_hardware())
         self.log(f"study {self.name} finished: {len(self.config.tasks)} tasks; summary in "
                  f"{self.exp_dir / 'summary.csv'}")
         return self.exp_dir
@@ -137,32 +150,30 @@ class Study:
         if self.config.multi_task:
             return self.run_tasks()
         self.write_info("running")
-        # wall time accumulates over interruptions and resumes
-        previous_wall = json.loads((self.exp_dir / "study.json").read_text()).get("wall_seconds", 0.0)
-        started = time.time()
-        self.check_shared_storage()
-        hardware = cluster_hardware()
-        self.write_info("running", hardware=hardware)
-        self.log(f"study {self.name}: {len(self.config.cells)} cells x {self.config.trials_per_cell} "
-                 f"trials, {self.config.epochs} epochs each; cluster {hardware}")
-        teacher_files = self.train_teachers()
-        for stage in ("search", "rerun"):
-            done_marker = self.exp_dir / f"{stage}.done"
-            if done_marker.is_file():
-                self.log(f"[{stage}] already finished; skipped")
-                continue
-            tuner, expected = self.make_tuner(stage, teacher_files)
-            if tuner is not None:
-                self.log(f"[{stage}] running {expected} trials; progress in {self.exp_dir / stage}")
-                grid = tuner.fit()
-                # Tune returns normally after Ctrl+C (SIGINT/SIGUSR1) with trials unfinished.
-                if len(grid) < expected or grid.num_terminated + grid.num_errors < len(grid):
-                    self.write_summary()
-                    raise KeyboardInterrupt(f"{stage} interrupted")
-            self.write_summary()
-            done_marker.write_text(dt.datetime.now().isoformat())
-        summary = self.write_summary()
-        self.write_info("finished", wall_seconds=previous_wall + time.time() - started)
+        with self.wall_clock():
+            self.check_shared_storage()
+            hardware = cluster_hardware()
+            self.write_info("running", hardware=hardware)
+            self.log(f"study {self.name}: {len(self.config.cells)} cells x {self.config.trials_per_cell} "
+                     f"trials, {self.config.epochs} epochs each; cluster {hardware}")
+            teacher_files = self.train_teachers()
+            for stage in ("search", "rerun"):
+                done_marker = self.exp_dir / f"{stage}.done"
+                if done_marker.is_file():
+                    self.log(f"[{stage}] already finished; skipped")
+                    continue
+                tuner, expected = self.make_tuner(stage, teacher_files)
+                if tuner is not None:
+                    self.log(f"[{stage}] running {expected} trials; progress in {self.exp_dir / stage}")
+                    grid = tuner.fit()
+                    # Tune returns normally after Ctrl+C (SIGINT/SIGUSR1) with trials unfinished.
+                    if len(grid) < expected or grid.num_terminated + grid.num_errors < len(grid):
+                        self.write_summary()
+                        raise KeyboardInterrupt(f"{stage} interrupted")
+                self.write_summary()
+                done_marker.write_text(dt.datetime.now().isoformat())
+            summary = self.write_summary()
+            self.write_info("finished")
         counts = summary.groupby(["stage", "status"]).size().to_dict()
         self.log(f"study {self.name} finished: {counts}; summary in {self.exp_dir / 'summary.csv'}")
         return self.exp_dir

@@ -180,7 +180,8 @@ def test_interrupted_driver_resumes_without_rerunning_finished_trials(tmp_path):
     wait_until(some_finished, 300, "two finished trials")
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=120) == 130
-    assert json.loads((exp_dir / "study.json").read_text())["status"] == "interrupted"
+    interrupted = json.loads((exp_dir / "study.json").read_text())
+    assert interrupted["status"] == "interrupted" and interrupted["wall_seconds"] > 0
     before = results(exp_dir)
     # A trial the interrupt caught before its first epoch has an empty result.json.
     finished_before = {n: rows for n, rows in before.items() if rows and rows[-1].get("finished")}
@@ -191,6 +192,8 @@ def test_interrupted_driver_resumes_without_rerunning_finished_trials(tmp_path):
     resumed = start_driver(config, tmp_path / "runs", "--num-cpus", "2", "--resume")
     assert resumed.wait(timeout=600) == 0
     summary = check_complete(exp_dir, {**FAULT_STUDY, "trials_per_cell": 4})
+    # the wall clock counts both sessions
+    assert json.loads((exp_dir / "study.json").read_text())["wall_seconds"] > interrupted["wall_seconds"]
     after = results(exp_dir)
     for name, rows in finished_before.items():
         # Tune may schedule a trial again if the driver stopped between its last report and
