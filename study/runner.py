@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -243,9 +244,13 @@ class Study:
         if probe.teacher_checkpoint:  # given, not trained here
             teacher_path = probe.teacher_checkpoint
             files["teacher"] = blob_of(teacher_path)
-            self.log(f"[teachers] evaluating the given teacher {teacher_path} on a worker")
             given = teacher_config(probe).replace(teacher_checkpoint=None)
-            metrics = ray.get(train_remote.remote(given.to_dict(), files["teacher"], True))
+
+            def evaluate() -> dict:
+                self.log(f"[teachers] evaluating the given teacher {teacher_path} on a worker")
+                return ray.get(train_remote.remote(given.to_dict(), files["teacher"], True))
+
+            metrics = self.given_teacher_scores(teacher_path, given, evaluate)
             rows.append(self._teacher_row("teacher", given, metrics, teacher_path))
         else:
             teacher_cfg = teacher_config(probe)
@@ -266,6 +271,23 @@ class Study:
             row.update(banks.get(row["role"], {"bank_bytes": 0, "bank_build_seconds": 0.0}))
         pd.DataFrame(rows).to_csv(self.exp_dir / "teachers.csv", index=False)
         return files
+
+    def given_teacher_scores(self, teacher_path: str, cfg: TrainConfig, evaluate: Callable[[], dict]) -> dict:
+        """A given teacher's scores, computed once per (weights, evaluation settings) and kept
+        beside the trained teachers, as their metrics are: scoring RoBERTa-large over MNLI dev
+        again on every run and resume would cost minutes of GPU time."""
+        from kd.bank import teacher_fingerprint
+
+        key = hashlib.sha256(json.dumps([teacher_fingerprint(teacher_path), cfg.to_dict()], sort_keys=True,
+                                        default=str).encode()).hexdigest()
+        path = self.teachers / "given" / f"{key[:24]}.json"
+        if path.is_file():
+            self.log(f"[teachers] the given teacher {teacher_path} was scored before: {path}")
+            return json.loads(path.read_text())
+        scores = evaluate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, scores)
+        return scores
 
     def _teacher_row(self, role: str, cfg: TrainConfig, metrics: dict[str, Any], path: str) -> dict[str, Any]:
         return {"role": role, "dataset": cfg.dataset, "arch": cfg.model, "params": count_model(cfg.model, cfg),

@@ -94,6 +94,40 @@ def test_later_study_reuses_the_stored_teacher(smoke_experiment, tmp_path):
     assert not any("training cnn1d_32" in line for line in logs)
 
 
+def test_a_given_teacher_is_scored_once_per_weights(smoke_experiment, tmp_path):
+    import shutil
+
+    import torch
+
+    from kd.store import save_model
+
+    given = tmp_path / "given.pt"
+    shutil.copy(next((smoke_experiment.parent / "teachers").glob("*/model.pt")), given)
+    cfg = StudyConfig.preset("smoke").replace(students=["mlp1d_8"], methods=["kd"], trials_per_cell=1,
+                                              rerun_seeds=0)
+    cfg = cfg.replace(train={**cfg.train, "teacher_checkpoint": str(given)})
+    storage = tmp_path / "runs"
+
+    def run(name):
+        logs = []
+        study = Study(cfg, storage, name, log=logs.append)
+        study.prepare(resume=False)
+        study.run()
+        row = pd.read_csv(study.exp_dir / "teachers.csv").iloc[0]
+        return any("evaluating the given teacher" in line for line in logs), (row.best_val_acc, row.test_acc)
+
+    evaluated, scores = run("first")
+    assert evaluated and 60 < scores[1] <= 100
+    # a second study over the same weights reads the stored scores
+    assert run("second") == (False, scores)
+    # other weights in the same file are scored again
+    payload = torch.load(given, weights_only=True)
+    state = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    save_model(given, payload["arch"], payload["num_classes"], state)
+    evaluated, changed = run("third")
+    assert evaluated and changed != scores
+
+
 def test_diverging_trials_fail_and_the_study_goes_on(ray_session, tmp_path):
     cfg = StudyConfig.preset("smoke").replace(
         students=["mlp1d_8"], methods=["ce", "kd"], trials_per_cell=2, rerun_seeds=1,
