@@ -52,6 +52,13 @@ def completed(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
     return trials[(trials["stage"] == stage) & (trials["status"] == "completed")]
 
 
+def best_search_trial(group: pd.DataFrame) -> pd.Series | None:
+    """The selection rule: a cell's completed search trial with the best validation score
+    (the first on ties); None before any search trial has completed."""
+    search = completed(group, "search").dropna(subset=["best_val_acc"])
+    return search.loc[search["best_val_acc"].idxmax()] if len(search) else None
+
+
 def teacher_accuracy(exp: Experiment) -> float:
     """The teacher's test accuracy: teachers.csv first, else what summary.csv carries."""
     rows = exp.teachers[exp.teachers["role"] == "teacher"]["test_acc"].dropna()
@@ -77,8 +84,7 @@ def _cells(exp: Experiment) -> pd.DataFrame:
     trials, ratios = exp.trials, capacity_ratios(exp)
     rows = []
     for cell, group in trials.groupby("cell", sort=False):
-        search = completed(group, "search").dropna(subset=["best_val_acc"])
-        best = search.loc[search["best_val_acc"].idxmax()] if len(search) else None
+        best = best_search_trial(group)
         reruns = completed(group, "rerun")["test_acc"].dropna()
         rows.append({
             "cell": cell, "method": group["method"].iloc[0], "student": group["student"].iloc[0],

@@ -57,22 +57,17 @@ def reference_dataset(dataset: str) -> str:
     return f"{dataset}-dev" if dataset.startswith("glue-") else dataset
 
 
-def _best_search(group: pd.DataFrame) -> pd.Series | None:
-    search = group[(group["stage"] == "search") & (group["status"] == "completed")].dropna(subset=["best_val_acc"])
-    return search.loc[search["best_val_acc"].idxmax()] if len(search) else None
-
-
 def task_metrics(exp: Experiment) -> pd.DataFrame:
     """Every metric of every cell by name: mean and sample std over the re-runs (the best
     search trial, marked `search`, when a cell has none)."""
     trials, rows = exp.trials, []
-    from analysis.tables import capacity_ratios, sort_rows
+    from analysis.tables import best_search_trial, capacity_ratios, completed, sort_rows
 
     ratios = capacity_ratios(exp)
     present = [c for c in METRIC_COLUMNS if c in trials and trials[c].notna().any()]
     for cell, group in trials.groupby("cell", sort=False):
-        reruns = group[(group["stage"] == "rerun") & (group["status"] == "completed")]
-        best = _best_search(group)
+        reruns = completed(group, "rerun")
+        best = best_search_trial(group)
         for column in present:
             values = reruns[column].dropna()
             source = "rerun" if len(values) else ("search" if best is not None and pd.notna(best[column]) else "none")
