@@ -15,6 +15,7 @@ their last intermediate value). It reaches into OptunaSearch's private `_ot_tria
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -152,7 +153,8 @@ class CellSearcher(Searcher):
 class CellPruner(FIFOScheduler):
     """Stops a trial when its cell's Optuna pruner says so, never before `grace_epochs`
     and never before the trial's first temperature stage has ended (an annealing student
-    regressing onto 1/tau_max-scaled logits is not yet comparable on accuracy)."""
+    regressing onto 1/tau_max-scaled logits is not yet comparable on accuracy). A method
+    without a temperature schedule (ce, kd, takd: T is empty) has no stage to wait for."""
 
     def __init__(self, searcher: CellSearcher, grace_epochs: int):
         super().__init__()
@@ -165,7 +167,7 @@ class CellPruner(FIFOScheduler):
         trial_id = trial.trial_id
         if trial_id not in self.searcher.cell_of or result.get("diverged"):
             return TrialScheduler.CONTINUE
-        if result.get("stage_end"):
+        if result.get("stage_end") or not _has_temperature(result):
             self.first_stage_done.add(trial_id)
         step = int(result["epoch"])
         prune = self.searcher.report_and_should_prune(trial_id, float(result[METRIC]), step)
@@ -174,3 +176,9 @@ class CellPruner(FIFOScheduler):
             self.searcher.mark_pruned(trial_id)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+
+def _has_temperature(result: dict) -> bool:
+    # trials report an empty T as NaN (Tune's loggers read NaN more easily than None)
+    T = result.get("T")
+    return T is not None and not math.isnan(float(T))
