@@ -323,10 +323,7 @@ def _in_start_order(exp: Experiment, rows: pd.DataFrame) -> pd.DataFrame:
 
 def _score(exp: Experiment, unit: bool = False) -> str:
     """What the plotted numbers are: accuracy, or the task's primary GLUE metric (MCC, F1, ...)."""
-    name = tasks.score_name(exp.primary_metric)
-    if not unit:
-        return name
-    return f"{name} (%)" if exp.primary_metric == "accuracy" else f"{name} (×100)"
+    return tasks.score_label(exp.primary_metric, "axis" if unit else "name")
 
 
 def _seed_range(counts: pd.Series) -> str:

@@ -77,19 +77,14 @@ def short_config(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- display tables
-def metric_heading(metric: str) -> str:
-    """'acc %' for accuracy (as the image tables always said), else the metric's GLUE name."""
-    return "acc %" if metric == "accuracy" else f"{tasks.metric_label(metric)} ×100"
-
-
 def show_gap(gap: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    unit = metric_heading(metric)
+    unit = tasks.score_label(metric, "heading")
     return pd.DataFrame({
         "method": gap["method"].map(method_label), "student": gap["student"],
         "capacity ratio": gap["capacity_ratio"].map(num),
         f"test {unit} (mean ± std)": [pm(m, s) for m, s in zip(gap["test_mean"], gap["test_std"])],
         "seeds": gap["n_seeds"].map(integer), "source": gap["source"],
-        "teacher %" if metric == "accuracy" else f"teacher {unit}": gap["teacher_test_acc"].map(num),
+        tasks.score_label(metric, "teacher"): gap["teacher_test_acc"].map(num),
         "gap (teacher − student)": gap["gap"].map(num)})
 
 
@@ -157,7 +152,7 @@ def show_paper(paper: pd.DataFrame) -> pd.DataFrame:
 
 
 def show_best(best: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    unit = metric_heading(metric)
+    unit = tasks.score_label(metric, "heading")
     return pd.DataFrame({
         "cell": best["cell"], "capacity ratio": best["capacity_ratio"].map(num),
         "best search trial": best["best_trial_id"], f"best val {unit}": best["best_val_acc"].map(num),
@@ -198,7 +193,9 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
 
     proto = tables.protocol(exp)
     csv("protocol", pd.DataFrame(proto, columns=["label", "value"]))
-    paper = csv("paper_comparison", tables.paper_comparison(exp))
+    # Once per report: the GLUE overview table and the paper comparison's GLUE average rows.
+    overview = tasks.glue_overview(exp) if len(exp.tasks) > 1 else None
+    paper = csv("paper_comparison", tables.paper_comparison(exp, overview=overview))
     paper_blocks = [
         Block("h2", "Against the published numbers"),
         Block("p", "Every published row with the same dataset, teacher, student and method (CE matches on "
@@ -215,7 +212,7 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
     if exp.missing:
         blocks += [Block("h2", "What is missing"), Block("missing", exp.missing)]
     if len(exp.tasks) > 1:
-        overview = csv("glue_overview", tasks.glue_overview(exp))
+        csv("glue_overview", overview)
         blocks += [Block("h2", "GLUE overview"),
                    Block("p", "Test score (GLUE dev) of each task's primary metric ×100, mean ± std over the "
                               "re-run seeds; the average only where every task has a number. One section per "
@@ -243,7 +240,7 @@ def _task_blocks(exp: Experiment, csv, png, title: str, suffix: str,
     """The sections of one task (of the only task, for a single-task study): tables and
     figures written as <name><suffix>.csv/.png."""
     metric = exp.primary_metric
-    label = tasks.score_name(metric)
+    label = tasks.score_label(metric)
     gap = csv(f"gap_table{suffix}", tables.gap_table(exp))
     gain = csv(f"gain_over_ce{suffix}", tables.gain_over_ce(exp))
     rank = csv(f"ranking{suffix}", tables.ranking(exp))
@@ -311,7 +308,7 @@ def _comparison(exp: Experiment, other: Experiment, csv, png, gap_png: Path | No
     joined["capacity_ratio"] = joined[f"capacity_ratio_{a}"].fillna(joined[f"capacity_ratio_{b}"])
     joined = tables.sort_rows(joined, "dataset", "capacity_ratio", "student", "method").drop(columns="capacity_ratio")
     csv("compare_gap_table", joined)
-    unit = metric_heading(exp.primary_metric) if len(exp.tasks) <= 1 else "score ×100"
+    unit = tasks.score_label(exp.primary_metric, "heading") if len(exp.tasks) <= 1 else "score ×100"
     shown = pd.DataFrame({
         **({"dataset": joined["dataset"]} if joined["dataset"].nunique() > 1 else {}),
         "method": joined["method"].map(method_label), "student": joined["student"],

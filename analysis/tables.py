@@ -79,46 +79,52 @@ def capacity_ratios(exp: Experiment) -> pd.Series:
     return ratio
 
 
-def _cells(exp: Experiment) -> pd.DataFrame:
-    """Per cell: best completed search trial and the re-run statistics of its configuration."""
+def _cells(exp: Experiment, column: str = "test_acc") -> pd.DataFrame:
+    """Per cell: best completed search trial and the re-run statistics of its configuration,
+    for one test column (test_acc, the primary metric, or a test_<metric> column)."""
     trials, ratios = exp.trials, capacity_ratios(exp)
     rows = []
     for cell, group in trials.groupby("cell", sort=False):
         best = best_search_trial(group)
-        reruns = completed(group, "rerun")["test_acc"].dropna()
+        reruns = completed(group, "rerun")[column].dropna()
         rows.append({
             "cell": cell, "method": group["method"].iloc[0], "student": group["student"].iloc[0],
             "capacity_ratio": ratios.get(group["student"].iloc[0], math.nan),
             "best_trial_id": best["trial_id"] if best is not None else "",
             "best_config": best["config"] if best is not None else "",
             "best_val_acc": best["best_val_acc"] if best is not None else math.nan,
-            "best_search_test_acc": best["test_acc"] if best is not None else math.nan,
+            "best_search_test": best[column] if best is not None else math.nan,
             "test_mean": reruns.mean() if len(reruns) else math.nan,
             "test_std": reruns.std() if len(reruns) > 1 else math.nan,
             "n_seeds": len(reruns),
         })
     columns = ["cell", "method", "student", "capacity_ratio", "best_trial_id", "best_config",
-               "best_val_acc", "best_search_test_acc", "test_mean", "test_std", "n_seeds"]
+               "best_val_acc", "best_search_test", "test_mean", "test_std", "n_seeds"]
     return sort_rows(pd.DataFrame(rows, columns=columns), "capacity_ratio", "student", "method")
 
 
 def best_configs(exp: Experiment) -> pd.DataFrame:
-    return _cells(exp).drop(columns=["best_search_test_acc"])
+    return _cells(exp).drop(columns=["best_search_test"])
+
+
+def headline_scores(exp: Experiment, column: str = "test_acc") -> pd.DataFrame:
+    """Each cell's headline number of one test column: mean and sample std over the re-runs,
+    or, while a cell has none, its best search trial's (source `search`: one trial chosen on
+    validation among many, optimistic)."""
+    cells = _cells(exp, column)
+    rerun = cells["n_seeds"] > 0
+    return pd.DataFrame({
+        "method": cells["method"], "student": cells["student"], "capacity_ratio": cells["capacity_ratio"],
+        "test_mean": cells["test_mean"].where(rerun, cells["best_search_test"]),
+        "test_std": cells["test_std"].where(rerun, math.nan),
+        "n_seeds": cells["n_seeds"].where(rerun, cells["best_search_test"].notna().astype(int)),
+        "source": np.where(rerun, "rerun", np.where(cells["best_search_test"].notna(), "search", "none")),
+    })
 
 
 def gap_table(exp: Experiment) -> pd.DataFrame:
-    cells = _cells(exp)
-    rerun = cells["n_seeds"] > 0
-    teacher = teacher_accuracy(exp)
-    table = pd.DataFrame({
-        "method": cells["method"], "student": cells["student"], "capacity_ratio": cells["capacity_ratio"],
-        "test_mean": cells["test_mean"].where(rerun, cells["best_search_test_acc"]),
-        "test_std": cells["test_std"].where(rerun, math.nan),
-        "n_seeds": cells["n_seeds"].where(rerun, cells["best_search_test_acc"].notna().astype(int)),
-        # "search": no re-runs yet, one trial chosen on validation among many (optimistic).
-        "source": np.where(rerun, "rerun", np.where(cells["best_search_test_acc"].notna(), "search", "none")),
-        "teacher_test_acc": teacher,
-    })
+    table = headline_scores(exp)
+    table["teacher_test_acc"] = teacher_accuracy(exp)
     table["gap"] = table["teacher_test_acc"] - table["test_mean"]
     return table
 
@@ -159,7 +165,8 @@ def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
     return reference
 
 
-def paper_comparison(exp: Experiment, reference: pd.DataFrame | str | Path | None = None) -> pd.DataFrame:
+def paper_comparison(exp: Experiment, reference: pd.DataFrame | str | Path | None = None,
+                     overview: pd.DataFrame | None = None) -> pd.DataFrame:
     """Our numbers next to every published one with the same dataset, teacher, student and method.
 
     CE trains without a teacher, so it matches on dataset and student alone (published
@@ -169,13 +176,13 @@ def paper_comparison(exp: Experiment, reference: pd.DataFrame | str | Path | Non
     the published metric (accuracy, F1, ...); a study over several tasks also matches the
     `glue-dev` average ("score") with the mean of its tasks' primary metrics. Model names
     match as the papers spell them (analysis/tasks.py: hf:distilroberta-base ->
-    distilroberta-base).
+    distilroberta-base). `overview` is tasks.glue_overview(exp), when the caller has it already.
     """
     if not isinstance(reference, pd.DataFrame):
         reference = load_reference(reference or REFERENCE_CSV)
     if len(exp.tasks) > 1:
         frames = [paper_comparison(exp.subset(task), reference) for task in exp.tasks]
-        frames.append(_glue_average_comparison(exp, reference))
+        frames.append(_glue_average_comparison(exp, reference, overview))
         return sort_rows(pd.concat([f for f in frames if len(f)], ignore_index=True)
                          if any(len(f) for f in frames) else frames[0], "dataset", "student", "method")
     teacher = str(exp.config.get("teacher") or first_value(exp.trials["teacher"]))
@@ -228,9 +235,10 @@ def _comparison_row(exp: Experiment, row, hit, mean: float, std: float) -> dict[
             "protocol_notes": "; ".join(_protocol_notes(exp, row, hit))}
 
 
-def _glue_average_comparison(exp: Experiment, reference: pd.DataFrame) -> pd.DataFrame:
+def _glue_average_comparison(exp: Experiment, reference: pd.DataFrame,
+                             overview: pd.DataFrame | None = None) -> pd.DataFrame:
     """The `glue-dev` average rows against the mean of our tasks' primary metrics."""
-    overview = tasks.glue_overview(exp)
+    overview = tasks.glue_overview(exp) if overview is None else overview
     average = overview[overview["task"] == "Average"]
     teacher = str(exp.config.get("teacher") or first_value(exp.trials["teacher"]))
     ref = reference[reference["dataset"] == tasks.reference_dataset("glue")]
@@ -315,7 +323,7 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
     versions = info.get("versions") or {}
     hardware = info.get("hardware") or {}
     several = len(exp.tasks) > 1
-    metric = "score" if several else tasks.score_name(exp.primary_metric)
+    metric = "score" if several else tasks.score_label(exp.primary_metric)
     if several:
         dataset = "GLUE: " + ", ".join(f"{tasks.task_label(t)} ({t})" for t in exp.tasks)
         teacher_text = f"{teacher}, fine-tuned per task (scores in the overview)"

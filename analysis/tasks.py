@@ -27,14 +27,26 @@ MODEL_ALIASES = {
 }
 
 
+# How the reports name a score, by where the name goes: (for accuracy, for any other metric
+# by its label). Accuracy keeps the wording the image reports always had (lower case, in
+# percent); every other metric goes by its GLUE name (MCC, F1, ...), x100.
+SCORE_FORMS = {
+    "name": ("accuracy", "{label}"),                    # prose: "test accuracy", "test MCC"
+    "heading": ("acc %", "{label} ×100"),               # table columns: "test acc % (mean ± std)"
+    "teacher": ("teacher %", "teacher {label} ×100"),   # the teacher column of the gap table
+    "axis": ("accuracy (%)", "{label} (×100)"),         # figure axes
+}
+
+
 def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric or "Accuracy")
 
 
-def score_name(metric: str) -> str:
-    """How prose names a score: 'accuracy' in lower case, as the image reports always said,
-    else the GLUE metric's name (MCC, F1, ...)."""
-    return "accuracy" if metric == "accuracy" else metric_label(metric)
+def score_label(metric: str, form: str = "name") -> str:
+    """The name of a score in one of the SCORE_FORMS: the only place that asks whether a
+    metric is accuracy to decide how it is labelled."""
+    accuracy, other = SCORE_FORMS[form]
+    return accuracy if metric == "accuracy" else other.format(label=metric_label(metric))
 
 
 def task_label(dataset: str) -> str:
@@ -59,28 +71,23 @@ def reference_dataset(dataset: str) -> str:
 
 def task_metrics(exp: Experiment) -> pd.DataFrame:
     """Every metric of every cell by name: mean and sample std over the re-runs (the best
-    search trial, marked `search`, when a cell has none)."""
-    trials, rows = exp.trials, []
-    from analysis.tables import best_search_trial, capacity_ratios, completed, sort_rows
+    search trial, marked `search`, when a cell has none), by the same rule as the gap
+    table's primary metric (tables.headline_scores)."""
+    trials, frames = exp.trials, []
+    from analysis.tables import headline_scores, sort_rows
 
-    ratios = capacity_ratios(exp)
-    present = [c for c in METRIC_COLUMNS if c in trials and trials[c].notna().any()]
-    for cell, group in trials.groupby("cell", sort=False):
-        reruns = completed(group, "rerun")
-        best = best_search_trial(group)
-        for column in present:
-            values = reruns[column].dropna()
-            source = "rerun" if len(values) else ("search" if best is not None and pd.notna(best[column]) else "none")
-            if source == "search":
-                values = pd.Series([best[column]])
-            metric = column.removeprefix("test_")
-            rows.append({"method": group["method"].iloc[0], "student": group["student"].iloc[0],
-                         "capacity_ratio": ratios.get(group["student"].iloc[0], math.nan), "metric": metric,
-                         "label": metric_label(metric), "mean": values.mean() if len(values) else math.nan,
-                         "std": values.std() if len(values) > 1 else math.nan, "n": len(values),
-                         "source": source})
     columns = ["method", "student", "capacity_ratio", "metric", "label", "mean", "std", "n", "source"]
-    return sort_rows(pd.DataFrame(rows, columns=columns), "capacity_ratio", "student", "method")
+    for column in (c for c in METRIC_COLUMNS if c in trials and trials[c].notna().any()):
+        scores = headline_scores(exp, column)
+        metric = column.removeprefix("test_")
+        frames.append(pd.DataFrame({
+            "method": scores["method"], "student": scores["student"], "capacity_ratio": scores["capacity_ratio"],
+            "metric": metric, "label": metric_label(metric), "mean": scores["test_mean"],
+            "std": scores["test_std"], "n": scores["n_seeds"], "source": scores["source"]}, columns=columns))
+    # One frame per metric, each in cell order: the stable sort keeps a cell's metrics in
+    # METRIC_COLUMNS order.
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return sort_rows(table, "capacity_ratio", "student", "method")
 
 
 def teacher_metric(exp: Experiment, metric: str) -> float:
