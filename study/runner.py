@@ -55,7 +55,9 @@ def package_versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+    # a temporary name of this process's own: two studies sharing a storage may write the
+    # same file (a given teacher's scores) at once, and must not move each other's file away
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
 
@@ -210,9 +212,7 @@ class Study:
         import ray
 
         store = TeacherStore(self.teachers)
-        first = self.config.train_config(self.config.students[0], "ce")
-        probe = first.replace(teacher=self.config.teacher,
-                              assistant=self.config.assistant if "takd" in self.config.methods else None)
+        probe = self.teacher_probe()
 
         @ray.remote(num_cpus=self.config.cpus_per_trial, num_gpus=self.config.gpus_per_trial)
         def train_remote(cfg_values: dict, teacher_blob: bytes | str | None, evaluate_only: bool) -> dict:
@@ -244,7 +244,7 @@ class Study:
         if probe.teacher_checkpoint:  # given, not trained here
             teacher_path = probe.teacher_checkpoint
             files["teacher"] = blob_of(teacher_path)
-            given = teacher_config(probe).replace(teacher_checkpoint=None)
+            given = self.given_teacher_config(probe)
 
             def evaluate() -> dict:
                 self.log(f"[teachers] evaluating the given teacher {teacher_path} on a worker")
@@ -271,6 +271,19 @@ class Study:
             row.update(banks.get(row["role"], {"bank_bytes": 0, "bank_build_seconds": 0.0}))
         pd.DataFrame(rows).to_csv(self.exp_dir / "teachers.csv", index=False)
         return files
+
+    def teacher_probe(self) -> TrainConfig:
+        """The training settings the teacher stage derives the teacher's (and assistant's)
+        configuration from."""
+        first = self.config.train_config(self.config.students[0], "ce")
+        return first.replace(teacher=self.config.teacher,
+                             assistant=self.config.assistant if "takd" in self.config.methods else None)
+
+    @staticmethod
+    def given_teacher_config(probe: TrainConfig) -> TrainConfig:
+        """The evaluation settings of a teacher given as train.teacher_checkpoint: the teacher
+        stage's configuration without the checkpoint (the worker sets its own copy's path)."""
+        return teacher_config(probe).replace(teacher_checkpoint=None)
 
     def given_teacher_scores(self, teacher_path: str, cfg: TrainConfig, evaluate: Callable[[], dict]) -> dict:
         """A given teacher's scores, computed once per (weights, evaluation settings) and kept
