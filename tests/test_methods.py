@@ -64,17 +64,38 @@ def test_annealing_phases_and_schedule():
     assert m.context(2, 0).T is None
 
 
-def test_continuation_schedule_and_psi_ramp():
-    m = build_method(config("continuation", epochs=10, tau_max=3, stage_epochs=2, psi_epochs=4))
-    assert [m.context(1, e).T for e in range(10)] == [3, 3, 2, 2, 1, 1, 1, 1, 1, 1]
+def test_continuation_steps_T_over_the_whole_run_and_ramps_psi():
+    # Algorithm 1: T drops every floor(10 / 3) = 3 epochs, then stays at 1; stage_epochs plays no part
+    for stage_epochs in (1, 2, 5):
+        m = build_method(config("continuation", epochs=10, tau_max=3, stage_epochs=stage_epochs, psi_epochs=4))
+        assert [m.context(1, e).T for e in range(10)] == [3, 3, 3, 2, 2, 2, 1, 1, 1, 1]
     assert [m.context(1, e).psi for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    # T = tau_max runs one epoch per step
+    m = build_method(config("continuation", epochs=4, tau_max=4, psi_epochs=2))
+    assert [m.context(1, e).T for e in range(4)] == [4, 3, 2, 1]
+
+
+@pytest.mark.parametrize("method, changes, expected", [
+    # every epoch is on the final objective
+    ("ce", {}, list(range(1, 11))),
+    ("kd", {}, list(range(1, 11))),
+    # phase 1 is tau_max x stage_epochs = 6 epochs; phase 2 counts from 1
+    ("annealing", dict(tau_max=3, stage_epochs=2), [0] * 6 + [1, 2, 3, 4]),
+    # psi reaches 1 at the 5th epoch (0-based epoch 4): the loss is CE alone from there
+    ("continuation", dict(psi_epochs=4), [0, 0, 0, 0, 1, 2, 3, 4, 5, 6]),
+])
+def test_final_phase_epochs_count_epochs_on_the_final_objective(method, changes, expected):
+    m = build_method(config(method, epochs=10, **changes))
+    counted = [m.final_phase_epochs(index, done) for index, phase in enumerate(m.phases(), start=1)
+               for done in range(1, phase.epochs + 1)]
+    assert counted == expected
 
 
 @pytest.mark.parametrize("changes, field", [
     (dict(method="annealing", epochs=6, tau_max=3, stage_epochs=2), "epochs"),   # no phase-2 epoch left
     (dict(method="annealing", tau_max=0), "tau_max"),
     (dict(method="annealing", stage_epochs=0), "stage_epochs"),
-    (dict(method="continuation", epochs=5, tau_max=3, stage_epochs=2), "epochs"),
+    (dict(method="continuation", epochs=5, tau_max=6, psi_epochs=4), "tau_max"),   # T cannot step each epoch
     (dict(method="continuation", psi_epochs=11), "psi_epochs"),
     (dict(method="kd", alpha=1.5), "alpha"),
     (dict(method="kd", temperature=0.0), "temperature"),

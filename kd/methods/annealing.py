@@ -6,7 +6,7 @@ down from tau_max to 1; phase 2 fine-tunes on hard labels from the best phase-1 
 phase 2 gets what phase 1 leaves.
 """
 from kd.losses import annealing_kd_loss, phi, temperature_schedule
-from kd.methods.base import METHODS, EpochContext, Method, Phase, validate_schedule
+from kd.methods.base import METHODS, EpochContext, Method, Phase
 
 
 @METHODS.register("annealing")
@@ -15,7 +15,10 @@ class AnnealingKD(Method):
 
     @classmethod
     def validate(cls, cfg, fail):
-        validate_schedule(cfg, fail)
+        if cfg.tau_max < 1:
+            fail("tau_max", "it must be an integer >= 1")
+        if cfg.stage_epochs < 1:
+            fail("stage_epochs", "it must be an integer >= 1")
         if cfg.epochs < cfg.phase1_epochs + 1:
             fail("epochs", f"annealing needs tau_max x stage_epochs = {cfg.tau_max} x "
                            f"{cfg.stage_epochs} = {cfg.phase1_epochs} phase-1 epochs plus at "

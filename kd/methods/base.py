@@ -31,14 +31,6 @@ class EpochContext:
     psi: float | None = None
 
 
-def validate_schedule(cfg, fail: Callable[[str, str], None]) -> None:
-    """tau_max and stage_epochs of the annealed methods (Annealing-KD, Continuation-KD)."""
-    if cfg.tau_max < 1:
-        fail("tau_max", "it must be an integer >= 1")
-    if cfg.stage_epochs < 1:
-        fail("stage_epochs", "it must be an integer >= 1")
-
-
 class Method:
     needs_teacher = False
     needs_assistant = False
@@ -63,6 +55,13 @@ class Method:
 
     def context(self, phase: int, phase_epoch: int) -> EpochContext:
         return EpochContext(phase, phase_epoch)
+
+    def final_phase_epochs(self, phase: int, phase_epochs_done: int) -> int:
+        """Epochs trained so far in the run's final phase, where the method trains on its final
+        objective (0 while a temperature schedule still leads there). Only runs at the same
+        final-phase epoch are comparable on validation accuracy: an Annealing-KD student
+        regressing onto Phi(T) z_t is not yet trying to classify."""
+        return phase_epochs_done if phase == len(self.phases()) else 0
 
     def losses(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                labels: torch.Tensor, ctx: EpochContext) -> dict[str, torch.Tensor]:

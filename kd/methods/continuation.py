@@ -1,11 +1,13 @@
 """Continuation-KD (Jafari et al., Findings of EMNLP 2022).
 
-One phase: psi * CE + (1 - psi) * hinge(||z_s - Phi(T) z_t||^2 - m Phi(T)), with T stepping
-down as in Annealing-KD (then staying at 1) and psi ramping linearly from 0 at the first
-epoch to 1 after `psi_epochs` epochs. On a regression task the CE becomes an MSE.
+One phase: psi * CE + (1 - psi) * hinge(||z_s - Phi(T) z_t||^2 - m Phi(T)). As in the paper's
+Algorithm 1, T steps down from tau_max every floor(epochs / tau_max) epochs over the whole
+run (then stays at 1 for the epochs the division leaves over), and psi ramps linearly from 0
+at the first epoch to 1 after `psi_epochs` epochs; from there the loss is the CE alone (an
+MSE on a regression task). `stage_epochs` is Annealing-KD's and plays no part here.
 """
 from kd.losses import continuation_hinge, phi, temperature_schedule
-from kd.methods.base import METHODS, EpochContext, Method, validate_schedule
+from kd.methods.base import METHODS, EpochContext, Method
 
 
 @METHODS.register("continuation")
@@ -14,18 +16,23 @@ class ContinuationKD(Method):
 
     @classmethod
     def validate(cls, cfg, fail):
-        validate_schedule(cfg, fail)
-        if cfg.phase1_epochs > cfg.epochs:
-            fail("epochs", f"continuation steps T through tau_max x stage_epochs = "
-                           f"{cfg.phase1_epochs} epochs, more than the budget")
+        if cfg.tau_max < 1:
+            fail("tau_max", "it must be an integer >= 1")
+        if cfg.tau_max > cfg.epochs:
+            fail("tau_max", f"continuation steps T down every floor(epochs / tau_max) epochs, so tau_max "
+                            f"must be <= epochs={cfg.epochs}")
         if not 1 <= cfg.psi_epochs <= cfg.epochs:
             fail("psi_epochs", f"it must lie in [1, epochs={cfg.epochs}]")
 
     def context(self, phase, phase_epoch):
-        schedule = temperature_schedule(self.cfg.tau_max, self.cfg.stage_epochs)
+        schedule = temperature_schedule(self.cfg.tau_max, self.cfg.epochs // self.cfg.tau_max)
         T = schedule[phase_epoch] if phase_epoch < len(schedule) else 1
         psi = min(1.0, phase_epoch / self.cfg.psi_epochs)
         return EpochContext(phase, phase_epoch, T=T, phi=phi(T, self.cfg.tau_max), psi=psi)
+
+    def final_phase_epochs(self, phase, phase_epochs_done):
+        # psi reaches 1 at (0-based) epoch psi_epochs: the loss is the label loss from there on
+        return max(0, phase_epochs_done - self.cfg.psi_epochs)
 
     def losses(self, student_logits, teacher_logits, labels, ctx):
         hinge = continuation_hinge(student_logits, teacher_logits, ctx.T, self.cfg.tau_max, self.cfg.margin)
