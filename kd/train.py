@@ -285,7 +285,10 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
             next_ctx = method.context(phase_index + 1, phase_epoch) if phase_epoch < phase.epochs else None
             metrics = {
                 "epoch": epoch, "phase": phase_index + 1, "phase_name": phase.name,
-                "phase_epoch": phase_epoch, "T": ctx.T, "phi": ctx.phi, "psi": ctx.psi, "lr": lr,
+                "phase_epoch": phase_epoch,
+                # Epochs on the method's final objective: where runs become comparable (pruning)
+                "final_phase_epoch": method.final_phase_epochs(phase_index + 1, phase_epoch),
+                "T": ctx.T, "phi": ctx.phi, "psi": ctx.psi, "lr": lr,
                 "train_loss": sum(losses.values()), **losses,
                 "val_acc": val_acc, "test_acc": test_acc,
                 "best_val_acc": best.val_acc, "selected_test_acc": best.test_acc,
