@@ -105,13 +105,19 @@ def teacher_config(cfg: TrainConfig) -> TrainConfig:
                        **inherited).validate()
 
 
+# TAKD's assistant distils from the teacher at these settings (the common CIFAR KD ones,
+# RepDistiller's); they are not searched, and every report states them (teachers.csv).
+ASSISTANT_TEMPERATURE, ASSISTANT_ALPHA = 4.0, 0.9
+
+
 def assistant_config(cfg: TrainConfig, teacher_path: str) -> TrainConfig:
-    """TAKD's assistant: Hinton KD from the teacher with the default temperature and alpha."""
+    """TAKD's assistant: Hinton KD from the teacher with a student's epoch budget (cfg.epochs,
+    as TAKD trains its assistant like a student) and the teacher's optimiser settings."""
     inherited = {name: getattr(cfg, name) for name in _INHERITED}
     return TrainConfig(model=cfg.assistant, method="kd", teacher=cfg.teacher,
-                       teacher_checkpoint=teacher_path, epochs=cfg.teacher_epochs, lr=cfg.teacher_lr,
+                       teacher_checkpoint=teacher_path, epochs=cfg.epochs, lr=cfg.teacher_lr,
                        weight_decay=cfg.teacher_weight_decay, seed=cfg.teacher_seed,
-                       **inherited).validate()
+                       temperature=ASSISTANT_TEMPERATURE, alpha=ASSISTANT_ALPHA, **inherited).validate()
 
 
 class TeacherStore:
