@@ -101,7 +101,8 @@ def test_bad_num_classes(bad):
         build_model("resnet8", bad)
 
 
-MNIST1D_LADDER = ["cnn1d_64", "cnn1d_32", "cnn1d_16", "cnn1d_8", "cnn1d_4", "mlp1d_32", "mlp1d_16", "mlp1d_8"]
+MNIST1D_LADDER = ["cnn1d_64", "cnn1d_32", "cnn1d_16", "cnn1d_8", "mlp1d_64", "cnn1d_4", "mlp1d_32", "mlp1d_16",
+                  "mlp1d_8"]
 
 
 def test_mnist1d_ladder_order_and_ratio():

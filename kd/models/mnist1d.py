@@ -9,7 +9,8 @@ Names carry the width w:
 * ``mlp1d_<w>``: flatten 40 -> Linear(40, w) -> ReLU -> Linear(w, num_classes).
 
 Ordered by parameter count (10 classes; larger first):
-cnn1d_64 > cnn1d_32 > cnn1d_16 > cnn1d_8 > cnn1d_4 > mlp1d_32 > mlp1d_16 > mlp1d_8 (see LADDER).
+cnn1d_64 > cnn1d_32 > cnn1d_16 > cnn1d_8 > mlp1d_64 > cnn1d_4 > mlp1d_32 > mlp1d_16 > mlp1d_8
+(see LADDER).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ SIGNAL_LENGTH = 40
 CONV_KERNELS = (5, 3, 3)
 
 #: The ladder from largest to smallest parameter count.
-LADDER = ("cnn1d_64", "cnn1d_32", "cnn1d_16", "cnn1d_8", "cnn1d_4", "mlp1d_32", "mlp1d_16", "mlp1d_8")
+LADDER = ("cnn1d_64", "cnn1d_32", "cnn1d_16", "cnn1d_8", "mlp1d_64", "cnn1d_4", "mlp1d_32", "mlp1d_16",
+          "mlp1d_8")
 
 
 class CNN1d(nn.Module):
