@@ -26,19 +26,23 @@ from kd.methods import METHODS
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
-# Search ranges per method (low, high); `log` marks log-uniform ranges. A preset overrides
-# any of them per method; a single value instead of a range fixes the parameter.
-DEFAULT_SEARCH: dict[str, dict[str, Any]] = {
-    "ce": {"lr": [0.01, 0.3], "weight_decay": [1e-5, 1e-3]},
+# What every method searches alike (SPEC §4b): the optimiser's lr and weight decay, over the
+# same ranges, so no method is handicapped by a fixed setting while others are tuned. Set
+# them for a study under `search: {shared: {...}}`, never per method.
+SHARED_SEARCH: dict[str, Any] = {"lr": [0.02, 0.5], "weight_decay": [1e-5, 1e-3]}
+# Each method's own parameters on top (low, high); a study overrides any of them per method
+# under `search: {<method>: {...}}`; a single value instead of a range fixes the parameter.
+METHOD_SEARCH: dict[str, dict[str, Any]] = {
+    "ce": {},
     "kd": {"temperature": [1, 2, 5, 10, 15, 20],          # TAKD's sets (search_space.json)
            "alpha": [round(0.05 * i, 2) for i in range(1, 21)]},
     "takd": {"temperature": [1, 2, 5, 10, 15, 20],
              "alpha": [round(0.05 * i, 2) for i in range(1, 21)]},
-    "annealing": {"tau_max": [2, 10], "stage_epochs": [1, 4], "min_phase2_epochs": 2,
-                  "lr": [0.01, 0.3], "weight_decay": [1e-5, 1e-3]},
-    "continuation": {"tau_max": [2, 10], "stage_epochs": [1, 3], "psi_fraction": [0.2, 0.8],
-                     "margin": [0.0, 5.0], "lr": [0.001, 0.05]},
+    "annealing": {"tau_max": [2, 8], "stage_epochs": [1, 3], "min_phase2_epochs": 2},
+    # T steps over the whole run (Algorithm 1): no stage length to search
+    "continuation": {"tau_max": [2, 10], "psi_fraction": [0.2, 0.8], "margin": [0.0, 5.0]},
 }
+SHARED = "shared"
 LOG_SCALE = {"lr", "weight_decay"}
 PRUNERS = ("asha", "median", "none")
 
@@ -65,18 +69,26 @@ class StudyConfig:
     methods: list = _f(["ce", "kd", "annealing"], "methods, one cell column each")
     epochs: int = _f(30, "epoch budget of every trial (all phases included)")
     trials_per_cell: int = _f(8, "search trials per (student, method) cell")
-    rerun_seeds: int = _f(3, "seeds the best configuration of each cell is re-run with")
+    rerun_seeds: int = _f(5, "seeds the best configuration of each cell is re-run with (at least)")
+    rerun_max_seeds: int | None = _f(None, "more seeds, up to this many, for a student while a cell's 95% "
+                                           "interval of the validation score is wider than rerun_target "
+                                           "(default: rerun_seeds, no more)")
+    rerun_target: float = _f(1.5, "half-width (points) of the 95% interval of a cell's validation score "
+                                  "that stops adding seeds")
     audit_pruned: int = _f(0, "pruned configurations per cell re-run to completion (pruning audit)")
     search: dict = _f({}, "per-method overrides of the search ranges")
     pruner: str = _f("asha", "asha | median | none (Optuna pruner, compared within a cell)")
     reduction_factor: int = _f(2, "asha: a trial goes on past each rung if it is in the top 1/reduction_factor")
-    grace_epochs: int = _f(3, "no trial is pruned before this epoch nor before its first temperature stage ends")
+    grace_epochs: int = _f(3, "the pruner's first decision, in epochs of a trial's final phase (ASHA's min "
+                              "resource; README, Pruning)")
     startup_trials: int = _f(4, "random trials per cell before TPE takes over (and before pruning)")
     train: dict = _f({}, "fixed TrainConfig values for every run (teacher_epochs, batch_size, ...)")
     cpus_per_trial: float = _f(1, "CPUs reserved per trial")
     gpus_per_trial: float = _f(0, "GPUs per trial; fractions pack several trials on one GPU")
     max_concurrent: int | None = _f(None, "trials running at once (default: what the cluster fits)")
     max_failures: int = _f(2, "retries of a trial whose worker died (from its last checkpoint)")
+    checkpoint_every: int = _f(10, "epochs between a trial's checkpoints (also at every temperature stage "
+                                   "and phase end): a lost node costs at most this many epochs")
     seed: int = _f(0, "seed of the samplers and of the search trials")
 
     # ------------------------------------------------------------------ construction
@@ -129,8 +141,25 @@ class StudyConfig:
     def cells(self) -> list[tuple[str, str]]:
         return [(student, method) for student in self.students for method in self.methods]
 
+    @property
+    def max_seeds(self) -> int:
+        return self.rerun_max_seeds if self.rerun_max_seeds is not None else self.rerun_seeds
+
+    @property
+    def decision_steps(self) -> list[int]:
+        """The final-phase epochs at which the pruner decides (study/search.py): ASHA's rungs
+        grace_epochs x reduction_factor^k within the budget, where the median pruner decides
+        too; none without a pruner."""
+        steps, step = [], self.grace_epochs
+        while self.pruner != "none" and step <= self.epochs:
+            steps.append(step)
+            step *= self.reduction_factor
+        return steps
+
     def search_space(self, method: str) -> dict[str, Any]:
-        return {**DEFAULT_SEARCH[method], **self.search.get(method, {})}
+        """The ranges a method's cell searches: the shared optimiser ranges, then its own."""
+        return {**SHARED_SEARCH, **self.search.get(SHARED, {}), **METHOD_SEARCH[method],
+                **self.search.get(method, {})}
 
     def train_config(self, student: str, method: str, **params: Any) -> TrainConfig:
         """The TrainConfig of one run of this study (params: the tuned values)."""
@@ -156,11 +185,16 @@ class StudyConfig:
             METHODS.get(method, field="methods")
         if "takd" in self.methods and not self.assistant:
             fail("assistant", "method takd needs an assistant architecture")
-        for name in ("epochs", "trials_per_cell", "rerun_seeds", "grace_epochs", "cpus_per_trial"):
+        for name in ("epochs", "trials_per_cell", "rerun_seeds", "grace_epochs", "cpus_per_trial",
+                     "checkpoint_every"):
             if getattr(self, name) < (0 if name == "rerun_seeds" else 1):
                 fail(name, "it must be >= 1" if name != "rerun_seeds" else "it must be >= 0")
         if self.audit_pruned < 0:
             fail("audit_pruned", "it must be >= 0")
+        if self.rerun_max_seeds is not None and self.rerun_max_seeds < self.rerun_seeds:
+            fail("rerun_max_seeds", f"it must be >= rerun_seeds ({self.rerun_seeds})")
+        if not self.rerun_target > 0:
+            fail("rerun_target", "it must be > 0")
         if self.gpus_per_trial < 0:
             fail("gpus_per_trial", "it must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -169,16 +203,29 @@ class StudyConfig:
             fail("reduction_factor", "it must be >= 2")
         if self.pruner not in PRUNERS:
             fail("pruner", f"allowed: {', '.join(PRUNERS)}")
-        unknown_methods = sorted(set(self.search) - set(DEFAULT_SEARCH))
-        if unknown_methods:
-            fail("search", f"unknown method(s) {unknown_methods}; allowed: {sorted(DEFAULT_SEARCH)}")
-        for method, ranges in self.search.items():
-            unknown = sorted(set(ranges) - set(DEFAULT_SEARCH[method]))
-            if unknown:
-                raise ConfigError(f"search.{method}: unknown parameter(s) {unknown}; "
-                                  f"allowed: {sorted(DEFAULT_SEARCH[method])}")
+        self._validate_search()
         self._validate_runs()
         return self
+
+    def _validate_search(self) -> None:
+        allowed = {SHARED: SHARED_SEARCH, **METHOD_SEARCH}
+        unknown_keys = sorted(set(self.search) - set(allowed))
+        if unknown_keys:
+            raise ConfigError(f"search: unknown key(s) {unknown_keys}; allowed: {SHARED} (lr, weight_decay "
+                              f"for every method) and the methods {sorted(METHOD_SEARCH)}")
+        for key, ranges in self.search.items():
+            if not isinstance(ranges, dict):
+                raise ConfigError(f"search.{key}: {ranges!r} is not allowed; give a mapping of parameter "
+                                  f"names to ranges")
+            shared_here = sorted(set(ranges) & set(SHARED_SEARCH)) if key != SHARED else []
+            if shared_here:
+                raise ConfigError(f"search.{key}: {shared_here} is not allowed; every method searches "
+                                  f"{' and '.join(SHARED_SEARCH)} over the same ranges: set them under "
+                                  f"search.{SHARED}")
+            unknown = sorted(set(ranges) - set(allowed[key]))
+            if unknown:
+                raise ConfigError(f"search.{key}: unknown parameter(s) {unknown}; "
+                                  f"allowed: {sorted(allowed[key])}")
 
     def _validate_tasks(self, fail) -> "StudyConfig":
         from kd.data.glue import TASKS

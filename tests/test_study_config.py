@@ -37,7 +37,35 @@ def test_runnable_presets_validate():
     assert len(smoke.students) == 2 and set(smoke.methods) == {"ce", "kd", "annealing"}
     assert smoke.trials_per_cell >= 4
     assert len(default.students) >= 4 and len(default.methods) == 5
-    assert default.trials_per_cell >= 12 and default.rerun_seeds == 3
+    assert default.trials_per_cell >= 12 and default.rerun_seeds >= 5  # every headline: 5 seeds or more
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_method_searches_lr_and_weight_decay_over_the_same_ranges(name, tmp_path):
+    values = yaml.safe_load((Path("study/presets") / f"{name}.yaml").read_text())
+    cfg = StudyConfig.from_dict({**values, "data_dir": str(tmp_path)} if "data_dir" in values or
+                                values["dataset"].startswith("cifar") else values)
+    spaces = {method: cfg.search_space(method) for method in cfg.methods}
+    shared = {(str(s["lr"]), str(s["weight_decay"])) for s in spaces.values()}
+    assert len(shared) == 1, spaces
+    lr, weight_decay = next(iter(spaces.values()))["lr"], next(iter(spaces.values()))["weight_decay"]
+    assert isinstance(lr, list) and len(lr) == 2 and lr[0] < lr[1]  # searched, not fixed
+    if "continuation" in cfg.methods and values["dataset"] in ("mnist1d", "cifar10", "cifar100"):
+        assert lr[0] <= 0.2 <= lr[1]  # the Continuation-KD paper trains at 0.2
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"annealing": {"lr": [0.01, 0.1]}}, "search.annealing: ['lr'] is not allowed; every method searches lr and "
+                                          "weight_decay over the same ranges: set them under search.shared"),
+    ({"kd": {"weight_decay": 1e-4}}, "search.kd: ['weight_decay'] is not allowed"),
+    ({"everything": {"lr": [0.01, 0.1]}}, "search: unknown key(s) ['everything']"),
+    ({"shared": {"temperature": [1, 2]}}, "search.shared: unknown parameter(s) ['temperature']"),
+    ({"continuation": {"stage_epochs": [1, 2]}}, "search.continuation: unknown parameter(s) ['stage_epochs']"),
+])
+def test_a_method_cannot_search_its_own_lr_or_weight_decay(search, message):
+    with pytest.raises(Exception) as error:
+        StudyConfig.preset("smoke").replace(search=search)
+    assert message in str(error.value)
 
 
 @pytest.mark.parametrize("name, dataset", [("cifar10-paper", "cifar10"), ("cifar100-paper", "cifar100")])
@@ -64,8 +92,8 @@ def test_paper_presets_validate_with_a_data_dir(tmp_path, name, dataset):
     (dict(search={"annealing": {"stage_epochs": 0}}), "stage_epochs: 0 is not allowed"),
     (dict(epochs=5, search={"annealing": {"tau_max": [2, 3], "stage_epochs": [1, 2]}}),
      "epochs: 5 is not allowed; the annealing search can ask for tau_max 3 x stage_epochs 2"),
-    (dict(search={"ce": {"lr": 0.0}}), "lr: 0.0 is not allowed; it must be > 0"),
-    (dict(search={"ce": {"lr": [-0.1, 0.1]}}), "lr: -0.1 is not allowed"),
+    (dict(search={"shared": {"lr": 0.0}}), "lr: 0.0 is not allowed; it must be > 0"),
+    (dict(search={"shared": {"lr": [-0.1, 0.1]}}), "lr: -0.1 is not allowed"),
     (dict(train={"lr": -1.0}, methods=["kd"]), "lr: -1.0 is not allowed"),
     (dict(dataset="cifar10", students=["resnet8"], teacher="resnet20", data_dir="/nonexistent/cifar"),
      "data_dir: '/nonexistent/cifar' is not allowed; the folder does not exist"),
