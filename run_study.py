@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -56,11 +57,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = Study(cfg, args.storage, name, preset=args.preset)
     study.prepare(args.resume)  # every check that needs no cluster, before Ray starts
 
+    import optuna
     import ray
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per cell
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(address=args.address, include_dashboard=args.dashboard, log_to_driver=False,
              **({"num_cpus": args.num_cpus} if args.num_cpus and not args.address else {}))
+    # SIGTERM (`ray job stop`, a scheduler's kill) takes Ctrl+C's path: Tune only stops cleanly
+    # on SIGINT, and ray.init's own SIGTERM handler would exit without saying the study stopped
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         exp_dir = study.run()
     except KeyboardInterrupt:

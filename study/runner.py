@@ -1,10 +1,14 @@
-"""The study, start to finish: teachers once, one concurrent search over all cells, then
-seed re-runs of each cell's best configuration; resumable at every point.
+"""The study, start to finish, in one Tune experiment; resumable from any point.
+
+Teachers train as Ray tasks (study/teachers.py) while cells that need none already search;
+the planner (study/search.py) queues every cell's re-runs as soon as its search is complete.
+The Optuna storage is the record of what has run (study/ledger.py): a new session of an
+interrupted or killed study builds a new Tuner and the planner continues from the ledger.
 
 Experiment layout (<storage>/<name>/): study.json (resolved config, versions, git
-revision, hardware, status), teachers.csv, optuna.db (one Optuna study per cell),
-search/ and rerun/ (Tune experiments), summary.csv (one row per trial). Teachers live in
-<storage>/teachers/, shared by every study in that storage.
+revision, hardware, status, wall time, utilisation), teachers.csv, optuna-journal.log (the ledger),
+trials/ (the Tune experiment: one folder per trial), summary.csv (one row per trial).
+Teachers live in <storage>/teachers/, shared by every study in that storage.
 
 A GLUE study over several tasks runs one such study per task, in turn, in
 <storage>/<name>/glue-<task>/; the experiment's own summary.csv and teachers.csv join the
@@ -14,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import time
@@ -27,14 +29,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-import torch
 
-from kd.bank import format_bytes
-from kd.config import ConfigError, TrainConfig
-from kd.models import build_model, count_parameters
-from kd.store import TeacherStore, assistant_config, is_hf_reference, teacher_config
+from kd.config import ConfigError
 from study.config import StudyConfig, check_storage_writable
 from study.summary import COLUMNS, build_summary
+from study.teachers import count_model, write_json
 
 TRAINABLE_NAME = "run_trial"
 
@@ -52,26 +51,6 @@ def package_versions() -> dict[str, str]:
 
     names = ("torch", "torchvision", "ray", "optuna", "pandas", "numpy", "mnist1d", "transformers")
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    # a temporary name of this process's own: two studies sharing a storage may write the
-    # same file (a given teacher's scores) at once, and must not move each other's file away
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-
-
-def count_model(arch: str, cfg: TrainConfig) -> int:
-    """Parameters of `arch` for cfg's data, built on the meta device: no memory, no weights
-    downloaded (a Hugging Face model needs only its config)."""
-    from kd.data.text import model_kwargs_for
-
-    kwargs = model_kwargs_for(cfg)
-    if kwargs:
-        kwargs["pretrained"] = False
-    with torch.device("meta"):
-        return count_parameters(build_model(arch, cfg.num_classes, **kwargs))
 
 
 class Study:
@@ -104,13 +83,16 @@ class Study:
         path = self.exp_dir / "study.json"
         info = json.loads(path.read_text()) if path.is_file() else {
             "name": self.name, "preset": self.preset, "config": self.config.to_dict(),
+            # the ranges each method's cell searched, defaults included (the report states them)
+            "search_spaces": {m: self.config.search_space(m) for m in self.config.methods},
+            "pruning": {"compared_at": "final-phase epoch", "decision_steps": self.config.decision_steps},
             "versions": package_versions(), "git_revision": git_revision(),
             "started": dt.datetime.now().isoformat(timespec="seconds"), "finished": None,
             "command": sys.argv}
         info.update(status=status, **extra)
         if status == "finished":
             info["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-        _write_json(path, info)
+        write_json(path, info)
 
     @contextlib.contextmanager
     def wall_clock(self):
@@ -124,7 +106,7 @@ class Study:
         finally:
             info = json.loads(path.read_text())
             info["wall_seconds"] = previous + time.time() - started
-            _write_json(path, info)
+            write_json(path, info)
 
     # ------------------------------------------------------------------ the stages
     def task_study(self, task: str) -> "Study":
@@ -150,6 +132,10 @@ class Study:
 
     def run(self) -> Path:
         """Run (or continue) the study; call prepare() first, before Ray starts."""
+        from study.ledger import Ledger
+        from study.search import StudyPlanner
+        from study.teachers import TeacherStage
+
         if self.config.multi_task:
             return self.run_tasks()
         self.write_info("running")
@@ -159,27 +145,36 @@ class Study:
             self.write_info("running", hardware=hardware)
             self.log(f"study {self.name}: {len(self.config.cells)} cells x {self.config.trials_per_cell} "
                      f"trials, {self.config.epochs} epochs each; cluster {hardware}")
-            teacher_files = self.train_teachers()
-            for stage in ("search", "rerun"):
-                done_marker = self.exp_dir / f"{stage}.done"
-                if done_marker.is_file():
-                    self.log(f"[{stage}] already finished; skipped")
-                    continue
-                tuner, expected = self.make_tuner(stage, teacher_files)
-                if tuner is not None:
-                    self.log(f"[{stage}] running {expected} trials; progress in {self.exp_dir / stage}")
-                    grid = tuner.fit()
-                    # Tune returns normally after Ctrl+C (SIGINT/SIGUSR1) with trials unfinished.
-                    if len(grid) < expected or grid.num_terminated + grid.num_errors < len(grid):
-                        self.write_summary()
-                        raise KeyboardInterrupt(f"{stage} interrupted")
-                self.write_summary()
-                done_marker.write_text(dt.datetime.now().isoformat())
-            summary = self.write_summary()
-            self.write_info("finished")
+            teachers = TeacherStage(self.config, self.exp_dir, self.teachers, self.log)
+            teachers.start()
+            planner = StudyPlanner(self.config, Ledger(self.config, self.exp_dir, self.name),
+                                   self.exp_dir, teachers)
+            # Trials Tune asks the planner for ahead of free resources: the cluster's trial slots
+            # (with a custom searcher Tune keeps one pending, and an autoscaler grows by one node)
+            os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(self.config.max_concurrent or trial_slots(hardware,
+                                                                                                    self.config))
+            try:
+                self.make_tuner(planner).fit()
+            finally:
+                teachers.write_csv()
+                summary = self.write_summary()
+            if not planner.everything_planned():  # Tune returns normally after SIGINT, trials unfinished
+                raise KeyboardInterrupt("interrupted")
+        self.write_info("finished", utilisation=self.utilisation(summary, hardware))
         counts = summary.groupby(["stage", "status"]).size().to_dict()
-        self.log(f"study {self.name} finished: {counts}; summary in {self.exp_dir / 'summary.csv'}")
+        self.log(f"study {self.name} finished: {counts}; utilisation "
+                 f"{json.loads((self.exp_dir / 'study.json').read_text())['utilisation']:.2f}; "
+                 f"summary in {self.exp_dir / 'summary.csv'}")
         return self.exp_dir
+
+    def utilisation(self, summary: pd.DataFrame, hardware: dict[str, Any]) -> float:
+        """Busy trial- and teacher-seconds over what the cluster's trial slots could have
+        done in the study's wall time (all sessions)."""
+        info = json.loads((self.exp_dir / "study.json").read_text())
+        teachers = pd.read_csv(self.exp_dir / "teachers.csv") if (self.exp_dir / "teachers.csv").is_file() \
+            else pd.DataFrame({"seconds": []})
+        busy = summary["seconds"].fillna(0).sum() + teachers["seconds"].fillna(0).sum()
+        return float(busy / (info["wall_seconds"] * trial_slots(hardware, self.config)))
 
     def check_shared_storage(self) -> None:
         """On a multi-node cluster every node must see the storage (NFS); refuse otherwise."""
@@ -205,216 +200,29 @@ class Study:
                               f"cluster; nodes {blind} cannot see it. Use a shared path (NFS/EFS mount) "
                               f"present on every node")
 
-    def train_teachers(self) -> dict[str, bytes | str]:
-        """Train the teacher (and TAKD assistant) once on a worker; reuse across studies. A
-        teacher given as train.teacher_checkpoint (a stored file or a fine-tuned `hf:`
-        checkpoint) is used as it is: only evaluated, for teachers.csv."""
-        import ray
-
-        store = TeacherStore(self.teachers)
-        probe = self.teacher_probe()
-
-        @ray.remote(num_cpus=self.config.cpus_per_trial, num_gpus=self.config.gpus_per_trial)
-        def train_remote(cfg_values: dict, teacher_blob: bytes | str | None, evaluate_only: bool) -> dict:
-            import torch
-
-            from kd.config import TrainConfig
-            from kd.train import evaluate_teacher, train
-            from study.trainable import materialize
-
-            torch.set_num_threads(max(1, int(self.config.cpus_per_trial)))
-            cfg = TrainConfig.from_dict(cfg_values)
-            if teacher_blob is not None:
-                cfg = cfg.replace(teacher_checkpoint=materialize(teacher_blob))
-            if evaluate_only:
-                return evaluate_teacher(cfg)
-            result = train(cfg)
-            result["state_dict"] = {k: v.cpu() for k, v in result["state_dict"].items()}
-            return result
-
-        def blob_of(reference: str) -> bytes | str:
-            return reference if is_hf_reference(reference) else Path(reference).read_bytes()
-
-        def remote_trainer(cfg, report):
-            self.log(f"[teachers] training {cfg.model} ({cfg.method}, {cfg.epochs} epochs) on a worker")
-            blob = blob_of(cfg.teacher_checkpoint) if cfg.teacher_checkpoint else None
-            return ray.get(train_remote.remote(cfg.to_dict(), blob, False))
-
-        rows, files = [], {}
-        if probe.teacher_checkpoint:  # given, not trained here
-            teacher_path = probe.teacher_checkpoint
-            files["teacher"] = blob_of(teacher_path)
-            given = self.given_teacher_config(probe)
-
-            def evaluate() -> dict:
-                self.log(f"[teachers] evaluating the given teacher {teacher_path} on a worker")
-                return ray.get(train_remote.remote(given.to_dict(), files["teacher"], True))
-
-            metrics = self.given_teacher_scores(teacher_path, given, evaluate)
-            rows.append(self._teacher_row("teacher", given, metrics, teacher_path))
-        else:
-            teacher_cfg = teacher_config(probe)
-            teacher_path = str(store.get_or_train(teacher_cfg, trainer=remote_trainer))
-            files["teacher"] = Path(teacher_path).read_bytes()
-            rows.append(self._teacher_row("teacher", teacher_cfg, store.metrics(teacher_cfg), teacher_path))
-        if probe.assistant:
-            assistant_cfg = assistant_config(probe, teacher_path)
-            assistant_path = store.get_or_train(assistant_cfg, trainer=remote_trainer)
-            files["assistant"] = assistant_path.read_bytes()
-            rows.append(self._teacher_row("assistant", assistant_cfg, store.metrics(assistant_cfg),
-                                          str(assistant_path)))
-        for row in rows:
-            self.log(f"[teachers] {row['role']} {row['arch']}: val {row['best_val_acc']:.2f} "
-                     f"test {row['test_acc']:.2f} ({row['metric']})")
-        banks = self.build_banks(store.root, probe, files)
-        for row in rows:
-            row.update(banks.get(row["role"], {"bank_bytes": 0, "bank_build_seconds": 0.0}))
-        pd.DataFrame(rows).to_csv(self.exp_dir / "teachers.csv", index=False)
-        return files
-
-    def teacher_probe(self) -> TrainConfig:
-        """The training settings the teacher stage derives the teacher's (and assistant's)
-        configuration from."""
-        first = self.config.train_config(self.config.students[0], "ce")
-        return first.replace(teacher=self.config.teacher,
-                             assistant=self.config.assistant if "takd" in self.config.methods else None)
-
-    @staticmethod
-    def given_teacher_config(probe: TrainConfig) -> TrainConfig:
-        """The evaluation settings of a teacher given as train.teacher_checkpoint: the teacher
-        stage's configuration without the checkpoint (the worker sets its own copy's path)."""
-        return teacher_config(probe).replace(teacher_checkpoint=None)
-
-    def given_teacher_scores(self, teacher_path: str, cfg: TrainConfig, evaluate: Callable[[], dict]) -> dict:
-        """A given teacher's scores, computed once per (weights, evaluation settings) and kept
-        beside the trained teachers, as their metrics are: scoring RoBERTa-large over MNLI dev
-        again on every run and resume would cost minutes of GPU time."""
-        from kd.bank import teacher_fingerprint
-
-        key = hashlib.sha256(json.dumps([teacher_fingerprint(teacher_path), cfg.to_dict()], sort_keys=True,
-                                        default=str).encode()).hexdigest()
-        path = self.teachers / "given" / f"{key[:24]}.json"
-        if path.is_file():
-            self.log(f"[teachers] the given teacher {teacher_path} was scored before: {path}")
-            return json.loads(path.read_text())
-        scores = evaluate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(path, scores)
-        return scores
-
-    def _teacher_row(self, role: str, cfg: TrainConfig, metrics: dict[str, Any], path: str) -> dict[str, Any]:
-        return {"role": role, "dataset": cfg.dataset, "arch": cfg.model, "params": count_model(cfg.model, cfg),
-                "metric": metrics.get("primary_metric", "accuracy"),
-                "best_val_acc": metrics["best_val_acc"], "test_acc": metrics["test_acc"],
-                **{k: v for k, v in (metrics.get("metrics") or {}).items()},
-                "epochs": metrics["epochs_run"], "seconds": metrics["seconds"], "path": path}
-
-    def build_banks(self, root: Path, probe, files: dict[str, bytes]) -> dict[str, dict[str, float]]:
-        """The teacher's (and assistant's) logits for every (training example, view), computed
-        once on a worker into the shared storage; every trial memory-maps the file."""
-        import ray
-
-        roles = sorted({"assistant" if m == "takd" else "teacher" for m in self.config.methods if m != "ce"})
-        if not probe.teacher_bank or not roles:
-            return {}
-
-        @ray.remote(num_cpus=self.config.cpus_per_trial, num_gpus=self.config.gpus_per_trial)
-        def bank_remote(cfg_values: dict, blob: bytes) -> dict | None:
-            import torch
-
-            from kd.bank import estimate_bank_bytes, get_or_build_bank
-            from kd.config import TrainConfig
-            from kd.data import load_data
-            from kd.train import select_device
-            from study.trainable import materialize
-
-            torch.set_num_threads(max(1, int(self.config.cpus_per_trial)))
-            cfg = TrainConfig.from_dict(cfg_values)
-            data = load_data(cfg)
-            need = estimate_bank_bytes(len(data.train_x), data.num_views, data.num_classes)
-            if need > cfg.bank_memory_gb * 2**30:
-                return {"bank_bytes": 0, "bank_build_seconds": 0.0, "over_cap": need}
-            bank = get_or_build_bank(root, materialize(blob), cfg, data=data, device=select_device(cfg.device))
-            return {"bank_bytes": bank.nbytes, "bank_build_seconds": bank.build_seconds}
-
-        stats = dict(zip(roles, ray.get([bank_remote.remote(probe.to_dict(), files[r]) for r in roles])))
-        for role, info in stats.items():
-            if info.pop("over_cap", None):
-                self.log(f"[teachers] {role} bank would exceed bank_memory_gb={probe.bank_memory_gb:g}: "
-                         f"trials run the {role} live")
-            else:
-                self.log(f"[teachers] {role} logit bank: {format_bytes(info['bank_bytes'])}, "
-                         f"built in {info['bank_build_seconds']:.1f} s (shared by every trial)")
-        return stats
-
     # ------------------------------------------------------------------ Tune
-    def make_tuner(self, stage: str, teacher_files: dict[str, bytes]):
-        import optuna
+    def make_tuner(self, planner):
         from ray import tune
+        from ray.tune.logger import JsonLoggerCallback
 
         from study.metrics import StudyMetrics
-        from study.search import CellPruner, CellSearcher
-        from study.trainable import run_trial, trial_dirname
+        from study.search import CellPruner
+        from study.trainable import TRIALS_FOLDER, run_trial, trial_dirname
 
-        # Trials checkpoint at every temperature stage; on small data that is every few
-        # seconds, and Tune would warn about each experiment snapshot it triggers.
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         cfg = self.config
-        trainable = tune.with_parameters(run_trial, study_values=cfg.to_dict(),
-                                         teacher_files=teacher_files, study_name=self.name,
-                                         exp_dir=str(self.exp_dir), bank_root=str(self.storage / "teachers"))
+        trainable = tune.with_parameters(run_trial, study_values=cfg.to_dict(), study_name=self.name,
+                                         exp_dir=str(self.exp_dir), bank_root=str(self.teachers))
         trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
-        stage_dir = self.exp_dir / stage
-        runs = self.rerun_plan() if stage == "rerun" else []
-        expected = len(cfg.cells) * cfg.trials_per_cell if stage == "search" else len(runs)
-        if tune.Tuner.can_restore(str(stage_dir)):
-            self.log(f"[{stage}] resuming from {stage_dir}")
-            return tune.Tuner.restore(str(stage_dir), trainable=trainable, resume_unfinished=True,
-                                      resume_errored=True), expected
         run_config = tune.RunConfig(
-            name=stage, storage_path=str(self.exp_dir),
+            name=TRIALS_FOLDER, storage_path=str(self.exp_dir),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[StudyMetrics(self.name)], verbose=1)
-        if stage == "search":
-            storage = optuna.storages.RDBStorage(f"sqlite:///{self.exp_dir / 'optuna.db'}")
-            searcher = CellSearcher(cfg, storage, self.name)
-            tune_config = tune.TuneConfig(
-                search_alg=searcher, scheduler=CellPruner(searcher, cfg.grace_epochs),
-                num_samples=len(cfg.cells) * cfg.trials_per_cell,
-                max_concurrent_trials=cfg.max_concurrent, reuse_actors=True,
-                trial_dirname_creator=trial_dirname)
-            return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), expected
-        if not runs:
-            return None, 0
-        return tune.Tuner(trainable, param_space={"run": tune.grid_search(runs)},
-                          tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent,
-                                                      reuse_actors=True, trial_dirname_creator=trial_dirname),
-                          run_config=run_config), expected
-
-    def rerun_plan(self) -> list[dict[str, Any]]:
-        """Each cell's best completed search configuration with `rerun_seeds` new seeds, plus
-        (audit) a sample of pruned configurations re-run to completion with the search seed."""
-        summary = self.write_summary()
-        search = summary[summary.stage == "search"]
-        cfg = self.config
-        runs = []
-        rng = random.Random(cfg.seed)
-        for cell, rows in search.groupby("cell", sort=True):
-            base = {"cell": cell, "student": rows.student.iloc[0], "method": rows.method.iloc[0]}
-            completed = rows[rows.status == "completed"]
-            if len(completed):
-                best = completed.loc[completed.best_val_acc.idxmax()]
-                for i in range(cfg.rerun_seeds):
-                    runs.append({**base, "stage": "rerun", "seed": cfg.seed + 1 + i,
-                                 "params": json.loads(best.config)})
-            else:
-                self.log(f"[rerun] cell {cell} has no completed search trial; no re-runs")
-            pruned = rows[rows.status == "pruned"]
-            for index in rng.sample(range(len(pruned)), min(cfg.audit_pruned, len(pruned))):
-                runs.append({**base, "stage": "audit", "seed": cfg.seed,
-                             "params": json.loads(pruned.iloc[index].config)})
-        return runs
+            # result.json only: the trials write their own per-epoch file and state
+            callbacks=[JsonLoggerCallback(), StudyMetrics(self.name)], verbose=1)
+        tune_config = tune.TuneConfig(
+            search_alg=planner, scheduler=CellPruner(planner, set(cfg.decision_steps)),
+            num_samples=planner.max_trials(), max_concurrent_trials=cfg.max_concurrent,
+            reuse_actors=True, trial_dirname_creator=trial_dirname)
+        return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
     def param_counts(self) -> dict[str, int]:
         cfg = self.config.train_config(self.config.students[0], "ce")
@@ -427,11 +235,10 @@ class Study:
         teachers_csv = self.exp_dir / "teachers.csv"
         teachers = pd.read_csv(teachers_csv) if teachers_csv.is_file() else pd.DataFrame(columns=["role"])
         summary = build_summary(self.exp_dir, self.config, self.name, teachers, self.param_counts())
-        tmp = self.exp_dir / "summary.csv.tmp"
+        tmp = self.exp_dir / f"summary.csv.{os.getpid()}.tmp"
         summary.to_csv(tmp, index=False)
         tmp.replace(self.exp_dir / "summary.csv")
         return summary
-
 
     def join_tasks(self) -> pd.DataFrame:
         """summary.csv and teachers.csv of every task so far, joined (trial folders relative
@@ -451,6 +258,14 @@ class Study:
         if teachers:
             pd.concat(teachers, ignore_index=True).to_csv(self.exp_dir / "teachers.csv", index=False)
         return summary
+
+
+def trial_slots(hardware: dict[str, Any], config: StudyConfig) -> int:
+    """Trials the cluster runs at once with the study's resources per trial."""
+    slots = hardware["cpus"] / config.cpus_per_trial
+    if config.gpus_per_trial:
+        slots = min(slots, hardware["gpus"] / config.gpus_per_trial)
+    return max(1, int(slots))
 
 
 def cluster_hardware() -> dict[str, Any]:

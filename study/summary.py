@@ -1,8 +1,11 @@
-"""summary.csv: one tidy row per trial, rebuilt from what is on disk.
+"""summary.csv: one tidy row per trial of the ledger, rebuilt from what is on disk.
 
-It reads the Tune trial folders (params.json, result.json, error.txt) and the cells'
-Optuna studies (which know which trials were pruned), so it can be rebuilt at any time
-(mid-study, after an interruption, after a resume) without a running cluster.
+Every trial the ledger (study/ledger.py) holds gets one row, in the ledger's order, with its state
+there; its numbers come from its folder (result.json, or final.json for a trial that
+finished after its driver stopped, error.txt). So summary.csv and Optuna agree trial by
+trial, and the summary can be rebuilt at any time (mid-study, after an interruption, after
+a resume) without a running cluster. A trial an interrupted session left running and the
+next one ran again has status `replaced`; its replacement is a row of its own.
 """
 from __future__ import annotations
 
@@ -11,100 +14,98 @@ import math
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 # The reader owns the metric columns: analysis/ must load a summary without Ray or Optuna.
 from analysis.load import METRIC_COLUMNS
 from study.config import StudyConfig
+from study.ledger import LEDGER_FILE, RERUN, SEARCH, Ledger
+from study.trainable import FINAL_FILE, trial_folder
 
-STAGES = ("search", "rerun")
 PARAM_COLUMNS = ("tau_max", "stage_epochs", "lr", "weight_decay", "temperature", "alpha",
                  "psi_epochs", "margin")
-COLUMNS = ["trial_id", "stage", "cell", "dataset", "method", "teacher", "student", "assistant",
+COLUMNS = ["trial_id", "optuna_trial", "stage", "cell", "dataset", "method", "teacher", "student", "assistant",
            "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "config",
            *PARAM_COLUMNS, "status", "reason", "metric", "best_val_acc", "test_acc", *METRIC_COLUMNS,
            "epochs_run", "epochs_budget", "seconds", "node", "trial_dir", "audit"]
+STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+          TrialState.RUNNING: "running"}
 
 
-def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
+def _last_result(folder: Path) -> dict[str, Any]:
+    """The trial's last result: result.json's last line (Tune's, with time and node), or its
+    final.json when Tune never recorded the end."""
+    path = folder / "result.json"
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill mid-write
-            continue
-    return rows
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill mid-write
+                continue
+    if (not rows or not rows[-1].get("finished")) and (folder / FINAL_FILE).is_file():
+        return json.loads((folder / FINAL_FILE).read_text())
+    return rows[-1] if rows else {}
 
 
-def optuna_states(exp_dir: Path, name: str, cells: list[str]) -> dict[tuple[str, int], str]:
-    db = exp_dir / "optuna.db"
-    if not db.is_file():
-        return {}
-    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
-    states = {}
-    for cell in cells:
-        try:
-            study = optuna.load_study(study_name=f"{name}:{cell}", storage=storage)
-        except KeyError:
-            continue
-        for trial in study.get_trials(deepcopy=False):
-            states[(cell, trial.number)] = trial.state.name
-    return states
+def _reason(status: str, last: dict[str, Any], folder: Path) -> str:
+    if status == "replaced":
+        return "interrupted: run again by the next session as a new trial"
+    if status == "pruned":
+        return f"pruned at epoch {last.get('epoch', 0)}"
+    if status != "failed":
+        return ""
+    if last.get("diverged"):
+        return last.get("reason", "diverged")
+    error = folder / "error.txt"
+    if error.is_file() and error.stat().st_size:
+        return error.read_text().strip().splitlines()[-1][:300]
+    return "error"
 
 
 def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.DataFrame,
                   param_counts: dict[str, int]) -> pd.DataFrame:
-    cells = [f"{s}-{m}" for s, m in study.cells]
-    states = optuna_states(exp_dir, name, cells)
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / LEDGER_FILE).is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    ledger = Ledger(study, exp_dir, name)
     teacher_row = teachers[teachers.role == "teacher"].iloc[0] if len(teachers) else None
+    teacher_params = param_counts[study.teacher]
     rows = []
-    for stage in STAGES:
-        stage_dir = exp_dir / stage
-        if not stage_dir.is_dir():
-            continue
-        for trial_dir in sorted(p for p in stage_dir.iterdir() if (p / "params.json").is_file()):
-            config = json.loads((trial_dir / "params.json").read_text())
-            run = config.get("run", config)
-            results = _read_results(trial_dir)
-            last = results[-1] if results else {}
-            status, reason = "running", ""
-            error_file = trial_dir / "error.txt"
-            if last.get("diverged"):
-                status, reason = "failed", last.get("reason", "diverged")
-            elif last.get("finished"):
-                status = "completed"
-            elif error_file.is_file():
-                status = "failed"
-                reason = error_file.read_text().strip().splitlines()[-1][:300] if error_file.stat().st_size else "error"
-            elif states.get((run["cell"], run.get("optuna_trial", -1))) == "PRUNED":
-                status, reason = "pruned", f"pruned at epoch {last.get('epoch', 0)}"
-            params = run["params"]
-            student = run["student"]
-            teacher_params = param_counts[study.teacher]
-            row = {
-                "trial_id": last.get("trial_id", trial_dir.name), "stage": run.get("stage", stage),
-                "cell": run["cell"], "dataset": study.dataset, "method": run["method"],
-                "teacher": study.teacher, "student": student,
-                "assistant": study.assistant if run["method"] == "takd" else "",
-                "teacher_params": teacher_params, "student_params": param_counts[student],
-                "capacity_ratio": teacher_params / param_counts[student],
-                "teacher_test_acc": float(teacher_row.test_acc) if teacher_row is not None else math.nan,
-                "seed": run.get("seed", study.seed), "config": json.dumps(params, sort_keys=True),
-                **{p: params.get(p, math.nan) for p in PARAM_COLUMNS},
-                "status": status, "reason": reason,
-                # best_val_acc and test_acc hold the task's primary metric (accuracy for images)
-                "metric": last.get("primary_metric", ""),
-                "best_val_acc": last.get("best_val_acc", math.nan),
-                # test score of the checkpoint selected on validation (never the best test epoch)
-                "test_acc": last.get("selected_test_acc", math.nan),
-                **{c: last.get(f"selected_{c}", math.nan) for c in METRIC_COLUMNS},
-                "epochs_run": int(last.get("epoch", 0) or 0), "epochs_budget": study.epochs,
-                "seconds": last.get("time_total_s", math.nan), "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",
-                "trial_dir": str(trial_dir.relative_to(exp_dir)), "audit": run.get("stage") == "audit",
-            }
-            rows.append(row)
+    for student, method in study.cells:
+        cell = f"{student}-{method}"
+        for kind in (SEARCH, RERUN):
+            replaced = ledger.replaced(cell, kind) if ledger.recorded(cell, kind) else set()
+            for trial in ledger.recorded(cell, kind):
+                if trial.state == TrialState.WAITING:  # queued, not started
+                    continue
+                attrs = trial.user_attrs
+                stage = SEARCH if kind == SEARCH else attrs["stage"]
+                folder = trial_folder(str(exp_dir), {"cell": cell, "stage": stage}, attrs.get("tune_trial", ""))
+                last = _last_result(folder)
+                status = "replaced" if trial.number in replaced else STATUS[trial.state]
+                params = json.loads(attrs.get("params", "{}"))
+                rows.append({
+                    "trial_id": attrs.get("tune_trial", ""), "optuna_trial": trial.number, "stage": stage,
+                    "cell": cell, "dataset": study.dataset, "method": method,
+                    "teacher": study.teacher, "student": student,
+                    "assistant": study.assistant if method == "takd" else "",
+                    "teacher_params": teacher_params, "student_params": param_counts[student],
+                    "capacity_ratio": teacher_params / param_counts[student],
+                    "teacher_test_acc": float(teacher_row.test_acc) if teacher_row is not None else math.nan,
+                    "seed": attrs.get("seed", study.seed), "config": json.dumps(params, sort_keys=True),
+                    **{p: params.get(p, math.nan) for p in PARAM_COLUMNS},
+                    "status": status, "reason": _reason(status, last, folder),
+                    # best_val_acc and test_acc hold the task's primary metric (accuracy for images)
+                    "metric": last.get("primary_metric", ""),
+                    "best_val_acc": last.get("best_val_acc", math.nan),
+                    # test score of the checkpoint selected on validation (never the best test epoch)
+                    "test_acc": last.get("selected_test_acc", math.nan),
+                    **{c: last.get(f"selected_{c}", math.nan) for c in METRIC_COLUMNS},
+                    "epochs_run": int(last.get("epoch", 0) or 0), "epochs_budget": study.epochs,
+                    "seconds": last.get("time_total_s", math.nan),
+                    "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",
+                    "trial_dir": str(folder.relative_to(exp_dir)), "audit": stage == "audit",
+                })
     return pd.DataFrame(rows, columns=COLUMNS)

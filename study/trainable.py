@@ -1,18 +1,23 @@
-"""The Tune function trainable: one kd.train run, reported every epoch, checkpointed at
-temperature-stage and phase boundaries, resumed from the last checkpoint after a failure.
+"""The Tune function trainable: one kd.train run, as the planner suggested it.
 
-Teachers reach the trial through Ray's object store (as the bytes of their stored file),
-so a worker never needs to see the driver's disk for them; a fine-tuned Hugging Face
-teacher (`hf:` name or folder) arrives as its name, which every worker loads itself.
+A trial keeps everything in its folder on the shared storage, <experiment>/trials/<name>:
+every epoch's metrics (epochs.jsonl, the learning curves), its training state (state.pt,
+written at every temperature-stage and phase end and every `checkpoint_every` epochs), and
+its final result (final.json). A trial that starts again (its worker or node died, and Tune
+retried it; or it replaces a trial of an interrupted session, `resume_from`) continues from
+the last state it finds. Teachers and banks are read by path from the shared storage.
+
+Tune and Optuna hear from a trial only where a decision or a checkpoint needs it: at the
+pruner's decision steps (search trials), at checkpoints and at the end. A report is a round
+trip through the driver (scheduler, loggers, the Optuna storage), which on small models
+costs as much as an epoch.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +29,19 @@ from kd.train import DivergedError, train
 from study.config import StudyConfig
 from study.metrics import TrialMetrics
 
-STATE_FILE = "state.pt"
+TRIALS_FOLDER = "trials"
+STATE_FILE, EPOCHS_FILE, FINAL_FILE = "state.pt", "epochs.jsonl", "final.json"
 
 
-def materialize(blob: bytes | str) -> str:
-    """Write a stored model's bytes to a node-local cache once; return the path. A name
-    (an `hf:` reference) is returned as it is."""
-    if isinstance(blob, str):
-        return blob
-    digest = hashlib.sha256(blob).hexdigest()
-    folder = Path(tempfile.gettempdir()) / "kd-teachers"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest[:24]}.pt"
-    if not path.is_file():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        tmp.replace(path)
-    return str(path)
-
-
-def run_config(study: StudyConfig, run: dict[str, Any], teacher_files: dict[str, bytes]):
-    seed = run.get("seed", study.seed)
-    cfg = study.train_config(run["student"], run["method"], seed=seed, **run["params"])
-    changes = {"teacher_checkpoint": materialize(teacher_files["teacher"])}
-    if run["method"] == "takd":
-        changes["assistant_checkpoint"] = materialize(teacher_files["assistant"])
-    return cfg.replace(**changes)
+def run_config(study: StudyConfig, run: dict[str, Any]):
+    cfg = study.train_config(run["student"], run["method"], seed=run.get("seed", study.seed), **run["params"])
+    return cfg.replace(**run.get("checkpoints", {}))
 
 
 def trial_dirname(trial) -> str:
     """Short, readable trial folders: <cell>_<stage>_<trial id> (Tune's default embeds every
     parameter and overflows path limits on real search spaces)."""
-    run = trial.config.get("run", trial.config)
-    return _dirname(run, trial.trial_id)
+    return _dirname(trial.config, trial.trial_id)
 
 
 def _dirname(run: dict[str, Any], trial_id: str) -> str:
@@ -65,14 +50,14 @@ def _dirname(run: dict[str, Any], trial_id: str) -> str:
     return f"{cell}_{run.get('stage', '')}_{trial_id}"
 
 
-def _final_marker(exp_dir: str, run: dict[str, Any], trial_id: str) -> Path:
-    stage_folder = "search" if run["stage"] == "search" else "rerun"
-    return Path(exp_dir) / stage_folder / _dirname(run, trial_id) / "final.json"
+def trial_folder(exp_dir: str, run: dict[str, Any], trial_id: str) -> Path:
+    """The trial's folder in the experiment (on the shared storage, seen by every node)."""
+    return Path(exp_dir) / TRIALS_FOLDER / _dirname(run, trial_id)
 
 
 def stored_bank(cfg, bank_root: str):
-    """The teacher bank the driver built into the storage, memory-mapped; None when there is
-    none (bank off, or over bank_memory_gb: then train() runs the teacher live)."""
+    """The teacher bank the teacher stage built into the storage, memory-mapped; None when
+    there is none (bank off, or over bank_memory_gb: then train() runs the teacher live)."""
     from kd.bank import bank_key, bank_path, load_bank
 
     if not cfg.teacher_bank or cfg.method == "ce":
@@ -80,7 +65,7 @@ def stored_bank(cfg, bank_root: str):
     source = cfg.assistant_checkpoint if cfg.method == "takd" else cfg.teacher_checkpoint
     key = bank_key(source, cfg)
     path = bank_path(bank_root, key)
-    # the driver verified the checksum once; trials check the size and the key
+    # the teacher stage verified the checksum once; trials check the size and the key
     return load_bank(path, mmap=True, verify=False, expected_key=key) if path.is_file() else None
 
 
@@ -94,47 +79,52 @@ def with_stored_bank(cfg, bank_root: str):
 
 
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
-    # Tune's CSV logger and the analysis read NaN more easily than None.
+    # Tune's loggers and the analysis read NaN more easily than None.
     return {k: (math.nan if v is None else v) for k, v in metrics.items()}
 
 
-def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_files: dict[str, bytes],
-              study_name: str, exp_dir: str, bank_root: str) -> None:
-    run = config.get("run", config)  # re-runs arrive through a grid over whole run dicts
-    # Tune can schedule a trial again when the driver stopped between the trial's last
-    # report and its bookkeeping; a finished trial then reports its final result again
-    # instead of training from its previous checkpoint.
-    marker = _final_marker(exp_dir, run, tune.get_context().get_trial_id())
-    if marker.is_file():
-        tune.report({**json.loads(marker.read_text()), "replayed": True})
+def last_state(folder: Path, resume_from: str | None) -> Path | None:
+    """The state to continue from: the trial's own (Tune retried it), else the one of the
+    trial it replaces."""
+    for candidate in (folder, Path(resume_from) if resume_from else None):
+        if candidate is not None and (candidate / STATE_FILE).is_file():
+            return candidate / STATE_FILE
+    return None
+
+
+def run_trial(config: dict[str, Any], study_values: dict[str, Any], study_name: str, exp_dir: str,
+              bank_root: str) -> None:
+    trial_id = tune.get_context().get_trial_id()
+    folder = trial_folder(exp_dir, config, trial_id)
+    final = folder / FINAL_FILE
+    if final.is_file():  # finished before its driver could record it: report the result again
+        tune.report({**json.loads(final.read_text()), "replayed": True})
         return
     study = StudyConfig(**study_values)
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))  # no oversubscription of shared cores
-    cfg, bank = with_stored_bank(run_config(study, run, teacher_files), bank_root)
-    gauges = TrialMetrics(study_name, run["cell"], tune.get_context().get_trial_id())
-
-    resume_from = None
-    checkpoint = tune.get_checkpoint()
-    workdir = Path(tempfile.mkdtemp(prefix="kd-trial-"))
-    if checkpoint is not None:
-        resume_from = Path(checkpoint.to_directory(str(workdir / "restored"))) / STATE_FILE
-
-    last: dict[str, Any] = {}
-
+    cfg, bank = with_stored_bank(run_config(study, config), bank_root)
+    gauges = TrialMetrics(study_name, config["cell"], trial_id)
+    decide_at = set(study.decision_steps) if config["stage"] == "search" else set()
+    resume_from = last_state(folder, config.get("resume_from"))
+    folder.mkdir(parents=True, exist_ok=True)
     node_id = ray.get_runtime_context().get_node_id()
+    last: dict[str, Any] = {}
 
     def report(metrics: dict[str, Any], save_state) -> None:
         last.update(metrics)
         gauges.update(metrics)
-        metrics = {**_clean(metrics), "node_id": node_id}
+        metrics = {**_clean(metrics), "node_id": node_id, "pid": os.getpid()}
+        with open(folder / EPOCHS_FILE, "a") as f:  # a resumed trial repeats epochs: the last row wins
+            f.write(json.dumps(metrics) + "\n")
         if metrics["finished"]:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(metrics))
-        if metrics["stage_end"] or metrics["finished"]:
-            with tempfile.TemporaryDirectory(dir=workdir) as folder:
-                save_state(Path(folder) / STATE_FILE)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        else:
+            final.write_text(json.dumps(metrics))
+            tune.report(metrics)
+            return
+        if metrics["stage_end"] or metrics["epoch"] % study.checkpoint_every == 0:
+            save_state(folder / STATE_FILE)
+            metrics["checkpoint_epoch"] = metrics["epoch"]
+            tune.report(metrics)
+        elif metrics["final_phase_epoch"] in decide_at:
             tune.report(metrics)
 
     try:
@@ -143,4 +133,4 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], teacher_file
         # A diverged configuration is a result, not a crash: no retry, the study goes on.
         tune.report({"best_val_acc": last.get("best_val_acc", 0.0) if last else 0.0,
                      "epoch": last.get("epoch", 0), "diverged": True, "reason": f"diverged: {error}",
-                     "finished": False, "stage_end": False})
+                     "finished": False, "stage_end": False, "final_phase_epoch": 0})

@@ -1,56 +1,123 @@
-"""CellPruner's rule with a real CellSearcher (one real OptunaSearch and Optuna ASHA pruner
-per cell): when a poor trial may be stopped. Results are fed by hand, epoch by epoch, in the
-form trials report them (an empty T as NaN); the Tune trial is stood in by its id."""
+"""CellPruner's rule with a real StudyPlanner over a real ledger (Optuna's journal storage,
+its real ASHA pruner per cell): when a poor trial may be stopped, and that trials are
+compared at the same epoch of their final phase. Results are fed by hand, epoch by epoch, in
+the form trials report them (an empty T as NaN); the Tune trial is stood in by its id, the
+teacher by the row file the teacher stage writes when it is ready."""
 import math
 from types import SimpleNamespace
 
-import optuna
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from study.config import StudyConfig
-from study.search import CellPruner, CellSearcher
+from study.ledger import Ledger
+from study.search import CellPruner, StudyPlanner
+from study.teachers import TeacherStage, write_json
 
-EPOCHS = 8
+STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
 
-def feed(pruner, trial_id, values, temperatures):
+@pytest.fixture
+def make_cell(tmp_path):
+    def make(method, epochs, grace=2, trials=4):
+        study = StudyConfig.preset("smoke").replace(students=["cnn1d_8"], methods=[method], trials_per_cell=trials,
+                                                    epochs=epochs, pruner="asha", grace_epochs=grace,
+                                                    reduction_factor=2)
+        teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
+        teachers.folder.mkdir(parents=True)
+        write_json(teachers.row_file("teacher"), {"role": "teacher", "arch": "cnn1d_32", "path": "teacher.pt",
+                                                  "best_val_acc": 90.0, "test_acc": 90.0, "metric": "accuracy"})
+        planner = StudyPlanner(study, Ledger(study, tmp_path, "pruning"), tmp_path, teachers)
+        return planner, CellPruner(planner, set(study.decision_steps))
+    return make
+
+
+def results(values, phase1_temperatures=()):
+    """What a trial reports after each epoch: best validation accuracy so far in the phase,
+    T in phase 1 (Annealing-KD), and how many epochs of its final phase it has trained."""
+    phase1, rows = len(phase1_temperatures), []
+    for epoch, value in enumerate(values, start=1):
+        T = phase1_temperatures[epoch - 1] if epoch <= phase1 else None
+        next_T = phase1_temperatures[epoch] if epoch < phase1 else None
+        rows.append({"epoch": epoch, "best_val_acc": value, "T": math.nan if T is None else T,
+                     "stage_end": T is not None and next_T != T or epoch == phase1 or epoch == len(values),
+                     "final_phase_epoch": max(0, epoch - phase1), "finished": epoch == len(values)})
+    return rows
+
+
+def feed(planner, pruner, trial_id, rows):
     """Reports epochs until the pruner stops the trial; returns the decisions made."""
     decisions = []
-    for epoch, (value, T) in enumerate(zip(values, temperatures), start=1):
-        next_T = temperatures[epoch] if epoch < len(temperatures) else None
-        result = {"epoch": epoch, "best_val_acc": value, "T": math.nan if T is None else T,
-                  "stage_end": T is not None and next_T != T, "finished": epoch == EPOCHS}
+    for result in rows:
         decisions.append(pruner.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result))
-        if decisions[-1] == TrialScheduler.STOP:
+        if decisions[-1] == STOP:
             break
-    if decisions[-1] != TrialScheduler.STOP:
-        pruner.searcher.on_trial_complete(trial_id, {**result, "finished": True})
+    planner.on_trial_complete(trial_id, result)
     return decisions
 
 
-@pytest.mark.parametrize("method, temperatures, first_stop", [
-    # no temperature schedule: stoppable from grace_epochs on
-    ("ce", [None] * EPOCHS, 2),
-    # tau_max 2, 3 epochs per stage: the first stage ends at epoch 3. ASHA decides at its
-    # rungs (epochs 2, 4, 8): the stop it asks for at 2 is refused, the next comes at 4
-    ("annealing", [2, 2, 2, 1, 1, 1, None, None], 4),
-])
-def test_a_poor_trial_is_stopped_after_grace_and_its_first_stage(method, temperatures, first_stop):
-    study = StudyConfig.preset("smoke").replace(students=["cnn1d_8"], methods=[method], trials_per_cell=4,
-                                                pruner="asha", grace_epochs=2, reduction_factor=2)
-    searcher = CellSearcher(study, optuna.storages.InMemoryStorage(), "pruning")
-    pruner = CellPruner(searcher, grace_epochs=study.grace_epochs)
+def states(planner, cell):
+    return [t.state.name for t in planner.ledger.trials(cell)]
+
+
+@pytest.mark.parametrize("grace, first_stop", [(2, 2), (3, 3)])
+def test_a_poor_ce_trial_is_stopped_at_the_first_decision_step(make_cell, grace, first_stop):
+    planner, pruner = make_cell("ce", epochs=8, grace=grace)
     ids = [f"t{i}" for i in range(4)]
     for trial_id in ids:
-        assert searcher.suggest(trial_id)["cell"] == f"cnn1d_8-{method}"
-    # three good trials, each better than the last at every epoch: never stopped
-    for k, trial_id in enumerate(ids[:3]):
-        good = [50 + 10 * k + epoch for epoch in range(EPOCHS)]
-        assert TrialScheduler.STOP not in feed(pruner, trial_id, good, temperatures)
-    poor = feed(pruner, ids[3], [10.0] * EPOCHS, temperatures)
-    assert poor == [TrialScheduler.CONTINUE] * (first_stop - 1) + [TrialScheduler.STOP]
-    states = [t.state.name for t in searcher.cells[f"cnn1d_8-{method}"]._ot_study.get_trials()]
-    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"]  # told PRUNED on completion
-    searcher.on_trial_complete(ids[3], {"epoch": first_stop, "best_val_acc": 10.0, "finished": False})
-    assert searcher.cells[f"cnn1d_8-{method}"]._ot_study.get_trials()[3].state.name == "PRUNED"
+        assert planner.suggest(trial_id)["cell"] == "cnn1d_8-ce"
+    for k, trial_id in enumerate(ids[:3]):  # three good trials, each better than the last: never stopped
+        assert STOP not in feed(planner, pruner, trial_id, results([50 + 10 * k + e for e in range(8)]))
+    poor = feed(planner, pruner, ids[3], results([10.0] * 8))
+    assert poor == [CONTINUE] * (first_stop - 1) + [STOP]  # never before grace_epochs
+    assert states(planner, "cnn1d_8-ce") == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    pruned = planner.ledger.trials("cnn1d_8-ce")[3]
+    assert pruned.value == 10.0 and list(pruned.intermediate_values) == [first_stop]
+
+
+def test_a_poor_trial_between_rungs_runs_on_to_the_next_rung(make_cell):
+    # decisions at final-phase epochs 2, 4, 8 only: a trial that stalls passes the cut at epoch
+    # 2, falls behind at epoch 3 and is stopped at epoch 4
+    planner, pruner = make_cell("ce", epochs=8)
+    for i in range(4):
+        planner.suggest(f"t{i}")
+    for k in range(3):
+        feed(planner, pruner, f"t{k}", results([50 + 10 * k + e for e in range(8)]))
+    late = feed(planner, pruner, "t3", results([62.0] * 8))
+    assert late == [CONTINUE, CONTINUE, CONTINUE, STOP]
+
+
+# Annealing-KD cell, 12 epochs. Short schedules (tau_max 2 x 1 epoch) reach a good accuracy
+# fast; the long one (tau_max 4 x 2 epochs) is poor for its whole phase 1 (the student
+# regresses onto Phi(T) z_t, it is not trying to classify yet) and ends best of all.
+SHORT = [60, 70] + [80, 82, 83, 84, 84, 85, 85, 85, 85, 85]
+LONG = [20, 22, 25, 30, 35, 40, 45, 50] + [88, 90, 91, 92]
+
+
+def test_a_long_annealing_schedule_is_not_pruned_on_its_phase_1_accuracy(make_cell):
+    planner, pruner = make_cell("annealing", epochs=12)
+    for i in range(4):
+        planner.suggest(f"t{i}")
+    for k in range(3):  # three short schedules, slightly different
+        rows = results([v + k for v in SHORT], phase1_temperatures=[2, 1])
+        assert STOP not in feed(planner, pruner, f"t{k}", rows)
+    long = feed(planner, pruner, "t3", results(LONG, phase1_temperatures=[4, 4, 3, 3, 2, 2, 1, 1]))
+    assert long == [CONTINUE] * 12  # ran its whole budget
+    trials = planner.ledger.trials("cnn1d_8-annealing")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    best = max(trials, key=lambda t: t.value)
+    assert best.number == 3 and best.value == 92
+    # Optuna saw the long schedule only in its phase 2: at final-phase epoch 2 (its last, 4, is the end)
+    assert trials[3].intermediate_values == {2: 90}
+
+
+def test_a_poor_annealing_phase_2_is_pruned_against_phase_2_peers(make_cell):
+    planner, pruner = make_cell("annealing", epochs=12)
+    for i in range(4):
+        planner.suggest(f"t{i}")
+    for k in range(3):
+        feed(planner, pruner, f"t{k}", results([v + k for v in SHORT], phase1_temperatures=[2, 1]))
+    # a long schedule whose phase 2 stays poor: stopped at its 2nd phase-2 epoch, epoch 10
+    poor = feed(planner, pruner, "t3", results(LONG[:8] + [30] * 4, phase1_temperatures=[4, 4, 3, 3, 2, 2, 1, 1]))
+    assert poor == [CONTINUE] * 9 + [STOP]
+    assert states(planner, "cnn1d_8-annealing")[3] == "PRUNED"

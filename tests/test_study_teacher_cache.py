@@ -2,7 +2,7 @@
 settings) and its scores kept in <storage>/teachers/given/: a resume or a second study reads
 them instead of evaluating the teacher again (on GLUE, RoBERTa-large over MNLI dev).
 
-The teacher stage's caching (Study.given_teacher_scores) runs here without a Ray cluster,
+The teacher stage's caching (study.teachers.given_teacher_scores) runs here without a Ray cluster,
 with the real evaluation (kd.train.evaluate_teacher) of a real stored MNIST-1D teacher; the
 last test goes through a real local Ray instance, a finished study resumed."""
 import json
@@ -14,6 +14,7 @@ import torch
 
 from kd.store import save_model
 from kd.train import evaluate_teacher
+from study import teachers
 from study.config import StudyConfig
 from study.runner import Study
 
@@ -28,14 +29,14 @@ def study_config(teacher_file, **train) -> StudyConfig:
 
 def score(study: Study, evaluations: list[str]) -> dict:
     """The teacher stage's scoring of the given teacher, with the real evaluation counted."""
-    probe = study.teacher_probe()
-    given = study.given_teacher_config(probe)
+    probe = teachers.probe_config(study.config)
+    given = teachers.given_teacher_config(probe)
 
     def evaluate() -> dict:
         evaluations.append(probe.teacher_checkpoint)
         return evaluate_teacher(given.replace(teacher_checkpoint=probe.teacher_checkpoint))
 
-    return study.given_teacher_scores(probe.teacher_checkpoint, given, evaluate)
+    return teachers.given_teacher_scores(study.teachers / "given", probe.teacher_checkpoint, given, evaluate)
 
 
 def test_given_teacher_scores_are_reused_until_weights_or_evaluation_change(tiny_teacher, tmp_path):
@@ -94,25 +95,22 @@ def test_resumed_study_does_not_evaluate_the_given_teacher_again(ray_session, ti
     storage = tmp_path / "runs"
 
     def run(resume: bool):
-        logs: list[str] = []
-        study = Study(cfg, storage, "given", log=logs.append)
+        study = Study(cfg, storage, "given")
         study.prepare(resume=resume)
         study.run()
         row = pd.read_csv(study.exp_dir / "teachers.csv").iloc[0]
-        evaluated = sum("evaluating the given teacher" in line for line in logs)
-        read = sum("was scored before" in line for line in logs)
-        return evaluated, read, (row.arch, row.best_val_acc, row.test_acc, row.seconds)
+        kept = sorted((storage / "teachers" / "given").glob("*.json"))
+        return (row.arch, row.best_val_acc, row.test_acc, row.seconds), [(p, p.stat().st_mtime_ns) for p in kept]
 
-    evaluated, read, first = run(resume=False)
-    assert (evaluated, read) == (1, 0)
-    assert first[0] == "cnn1d_16" and 40 < first[2] <= 100
+    first, kept = run(resume=False)
+    assert first[0] == "cnn1d_16" and 40 < first[2] <= 100 and len(kept) == 1
     # the same teacher evaluated in this process gives the numbers the worker reported
-    direct = evaluate_teacher(Study.given_teacher_config(Study(cfg, storage, "probe").teacher_probe())
+    direct = evaluate_teacher(teachers.given_teacher_config(teachers.probe_config(cfg))
                               .replace(teacher_checkpoint=str(given)))
     assert (direct["best_val_acc"], direct["test_acc"]) == pytest.approx(first[1:3])
 
-    evaluated, read, again = run(resume=True)
-    assert (evaluated, read) == (0, 1)
-    assert again == first  # the stored scores, the original evaluation time included
+    again, kept_again = run(resume=True)
+    # the stored scores, the original evaluation time included; the file was read, not rewritten
+    assert again == first and kept_again == kept
     info = json.loads((storage / "given" / "study.json").read_text())
     assert info["status"] == "finished" and info["wall_seconds"] > 0

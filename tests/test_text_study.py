@@ -199,7 +199,7 @@ def test_two_task_glue_study_through_ray(ray_session, tmp_path):
         "dataset": "glue", "tasks": ["rte", "stsb"], "data_dir": str(data), "teacher": "bert_L1_H32",
         "students": ["bert_L1_H16"], "methods": ["ce", "kd"], "epochs": 2, "trials_per_cell": 1,
         "rerun_seeds": 1, "startup_trials": 1, "grace_epochs": 1,
-        "search": {"ce": {"lr": [1.0e-3, 3.0e-3], "weight_decay": 0.01}},
+        "search": {"shared": {"lr": [1.0e-3, 3.0e-3], "weight_decay": 0.01}},
         "train": {"tokenizer": tokenizer, "val_size": 10, "max_length": 32, "batch_size": 16,
                   "optimizer": "adamw", "lr": 2.0e-3, "lr_schedule": "linear", "teacher_epochs": 2,
                   "teacher_lr": 2.0e-3}})
