@@ -229,7 +229,7 @@ def learning_curves(exp: Experiment, out) -> Path:
     best = best[best["best_trial_id"] != ""]
     curves = exp.epochs[exp.epochs["trial_id"].isin(best["best_trial_id"])]
     if curves.empty:
-        return _placeholder(out, "Learning curves", "no progress.csv for any cell's best trial yet")
+        return _placeholder(out, "Learning curves", "no per-epoch file for any cell's best trial yet")
     fig, panels = _grid(exp, sorted(curves["cell"].unique()))
     for cell, ax in panels.items():
         rows = curves[curves["cell"] == cell].sort_values("epoch")

@@ -181,21 +181,37 @@ def _read_teachers(file: Path, missing: list[str]) -> pd.DataFrame:
     return teachers
 
 
+def _read_epoch_rows(folder: Path) -> pd.DataFrame | None:
+    """A trial's per-epoch rows: its epochs.jsonl (every epoch, written by the trial), or
+    Tune's progress.csv in experiments from before the trials wrote their own; None when
+    neither exists. Raises ValueError when the file cannot be parsed."""
+    lines = folder / "epochs.jsonl"
+    if lines.is_file():
+        rows = []
+        for line in lines.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a trial killed mid-write
+                continue
+        return pd.DataFrame(rows)
+    progress = folder / "progress.csv"
+    return pd.read_csv(progress) if progress.is_file() else None
+
+
 def _read_epochs(root: Path, trials: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
     frames, absent, unreadable = [], [], []
     for trial in trials.itertuples(index=False):
         if not trial.trial_dir:
             absent.append(trial.trial_id)
             continue
-        file = root / trial.trial_dir / "progress.csv"
-        if not file.is_file():
-            absent.append(trial.trial_id)
-            continue
         try:
-            progress = pd.read_csv(file)
+            progress = _read_epoch_rows(root / trial.trial_dir)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
             # A worker killed mid-write leaves a truncated file; the trial row still counts.
             unreadable.append(trial.trial_id)
+            continue
+        if progress is None:
+            absent.append(trial.trial_id)
             continue
         # A trial restored from a checkpoint re-reports the epochs after it: the last row wins.
         if "epoch" in progress:
@@ -206,10 +222,10 @@ def _read_epochs(root: Path, trials: pd.DataFrame, missing: list[str]) -> pd.Dat
             progress[key] = getattr(trial, key)
         frames.append(progress)
     if absent:
-        missing.append(f"{len(absent)} trial(s) have no progress.csv (no learning curve): "
+        missing.append(f"{len(absent)} trial(s) have no per-epoch file (epochs.jsonl; no learning curve): "
                        f"{_short_list(absent)}")
     if unreadable:
-        missing.append(f"{len(unreadable)} progress.csv file(s) could not be parsed: {_short_list(unreadable)}")
+        missing.append(f"{len(unreadable)} per-epoch file(s) could not be parsed: {_short_list(unreadable)}")
     if not frames:
         return pd.DataFrame(columns=[*EPOCH_KEYS, "epoch", "phase", "T", "val_acc"])
     epochs = pd.concat(frames, ignore_index=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, tables, tasks
+from analysis import figures, protocol, tables, tasks, verdict
 from analysis.load import Experiment, ExperimentError, load_experiment
 
 DASH = "–"
@@ -191,8 +191,9 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
         paths[f"{name}.png"] = draw(experiment, out / f"{name}.png")
         return paths[f"{name}.png"]
 
-    proto = tables.protocol(exp)
+    proto = protocol.protocol(exp)
     csv("protocol", pd.DataFrame(proto, columns=["label", "value"]))
+    methods_run = csv("method_protocol", protocol.method_protocol(exp))
     # Once per report: the GLUE overview table and the paper comparison's GLUE average rows.
     overview = tasks.glue_overview(exp) if len(exp.tasks) > 1 else None
     paper = csv("paper_comparison", tables.paper_comparison(exp, overview=overview))
@@ -208,7 +209,15 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
         Block("p", f"No published row matches dataset {exp.dataset or DASH} with these models."),
     ]
 
-    blocks = [Block("h2", "Protocol"), Block("kv", proto)]
+    blocks = []
+    for task in exp.tasks if len(exp.tasks) > 1 else [None]:  # the verdict first: what the study found
+        sub = exp.subset(task) if task else exp
+        blocks += _verdict_blocks(sub, csv, f"{tasks.task_label(task)}: " if task else "", f"_{task}" if task else "")
+    blocks += [Block("h2", "Protocol"), Block("kv", proto),
+               Block("h2", "How each method was run"),
+               Block("p", "Every method searches lr and weight decay over the same ranges, plus its own "
+                          "parameters, with the same number of trials and the same epoch budget."),
+               Block("table", methods_run)]
     if exp.missing:
         blocks += [Block("h2", "What is missing"), Block("missing", exp.missing)]
     if len(exp.tasks) > 1:
@@ -233,6 +242,44 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
     paths["report.html"] = out / "report.html"
     paths["report.html"].write_text(render_html(title, blocks), encoding="utf-8")
     return paths
+
+
+def show_verdict(table: pd.DataFrame) -> pd.DataFrame:
+    """Wide: one row per capacity level, one column per comparison, 'verdict (mean difference)'."""
+    rows = []
+    for (ratio, student), group in table.groupby(["capacity_ratio", "student"], sort=True):
+        row = {"student": student, "capacity ratio": num(ratio)}
+        for r in group.itertuples(index=False):
+            text = f"{r.verdict} ({num(r.mean_diff)}" + (f", MDE {num(r.mde)})" if r.verdict == verdict.NO_DIFFERENCE
+                                                          else ")")
+            row[f"{method_label(r.method)} vs {method_label(r.baseline)}"] = text
+        rows.append(row)
+    order = [f"{method_label(m)} vs {method_label(b)}" for b, m in
+             table[["baseline", "method"]].drop_duplicates().itertuples(index=False)]
+    return pd.DataFrame(rows, columns=["student", "capacity ratio", *order]).fillna(DASH)
+
+
+def _verdict_blocks(exp: Experiment, csv, title: str, suffix: str) -> list[Block]:
+    table = csv(f"verdict{suffix}", verdict.verdicts(exp))
+    tested = table.dropna(subset=["p"])
+    blocks = [Block("h2", f"{title}Verdict")]
+    if tested.empty:
+        return blocks + [Block("p", "No verdict yet: it needs re-runs of CE (and Hinton KD) and of the other "
+                                    "methods with the same seeds, at least two of them.")]
+    pairs = tested["n_pairs"]
+    blocks += [
+        Block("p", verdict.gap_sentence(exp)),
+        Block("table", show_verdict(table)),
+        Block("p", f"Each method against CE and against Hinton KD at each capacity ratio: the mean test "
+                   f"{tasks.score_label(exp.primary_metric)} difference (points), paired by seed "
+                   f"({pairs.min()}–{pairs.max()} seed pairs), two-sided paired t-tests, Holm-corrected over all "
+                   f"{len(tested)} comparisons at α {verdict.ALPHA}. `better` or `worse` only where the corrected "
+                   f"test says so; otherwise `no detectable difference`, with the minimum detectable effect "
+                   f"(MDE: the difference found with {verdict.POWER:.0%} power at the strictest Holm level, "
+                   f"α/{len(tested)}; here {num(tested['mde'].min())}–{num(tested['mde'].max())} points). "
+                   f"Every interval and p-value is in `verdict{suffix}.csv`."),
+    ]
+    return blocks
 
 
 def _task_blocks(exp: Experiment, csv, png, title: str, suffix: str,
@@ -318,8 +365,8 @@ def _comparison(exp: Experiment, other: Experiment, csv, png, gap_png: Path | No
         f"{b} seeds": joined[f"n_seeds_{b}"].map(integer),
         f"{a} − {b}": joined[f"difference_{a}_minus_{b}"].map(num)})
     # Joined on the label index, which keeps the protocol's reading order (a merge would sort it).
-    protocols = pd.concat([pd.DataFrame(tables.protocol(exp), columns=["label", a]).set_index("label"),
-                           pd.DataFrame(tables.protocol(other), columns=["label", b]).set_index("label")],
+    protocols = pd.concat([pd.DataFrame(protocol.protocol(exp), columns=["label", a]).set_index("label"),
+                           pd.DataFrame(protocol.protocol(other), columns=["label", b]).set_index("label")],
                           axis=1).reset_index()
     protocols["differs"] = (protocols[a] != protocols[b]).map({True: "yes", False: ""})
     blocks = [

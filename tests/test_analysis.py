@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from analysis import ExperimentError, load_experiment, write_report
-from analysis import figures, tables
+from analysis import figures, protocol, tables
 from analysis.report import main_report, pm
 from analysis_fixtures import make_partial, write_synthetic_experiment
 
@@ -231,7 +231,7 @@ def test_paper_comparison_is_empty_when_nothing_matches(tmp_path):
 
 
 def test_protocol_block(exp):
-    block = dict(tables.protocol(exp))
+    block = dict(protocol.protocol(exp))
     assert block["Selection rule"] == ("checkpoint with best validation accuracy; "
                                        "test accuracy reported for that checkpoint")
     assert "45,000 train / 5,000 validation" in block["Splits"] and "10,000 test" in block["Splits"]
@@ -360,7 +360,7 @@ def test_partial_experiment_loads_and_reports_what_is_missing(exp_dir, tmp_path,
     partial = load_experiment(copy)
     notes = "\n".join(partial.missing)
     assert "study status is 'running'" in notes
-    assert "2 trial(s) have no progress.csv" in notes
+    assert "2 trial(s) have no per-epoch file" in notes
     assert "still have status 'running'" in notes
     assert "cell resnet20-annealing has no completed re-runs" in notes
     gap = tables.gap_table(partial).set_index(["method", "student"])
