@@ -150,6 +150,9 @@ def _compute(exp: Experiment) -> str:
     tail = f"; teachers {teacher_hours:.2f} h"
     if exp.info.get("wall_seconds"):
         tail += f"; study wall clock {exp.info['wall_seconds'] / 3600:.2f} h"
+    if exp.info.get("utilisation") is not None:
+        tail += (f"; utilisation {exp.info['utilisation']:.2f} (busy trial and teacher seconds / "
+                 f"(wall clock × trial slots))")
     if cpu is None and gpu is None:
         return f"{hours:.2f} trial-hours (resources per trial not recorded){tail}"
     return (f"{hours * (cpu or 0):.2f} CPU-hours, {hours * (gpu or 0):.2f} GPU-hours "

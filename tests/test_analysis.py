@@ -4,6 +4,7 @@ Expected values are recomputed here from the raw CSV files with plain pandas (ne
 calling the module under test), so a table that drifts from summary.csv fails.
 """
 import base64
+import dataclasses
 import math
 import re
 import shutil
@@ -244,6 +245,15 @@ def test_protocol_block(exp):
     assert "2 CPUs" in block["Hardware"]
     hours = exp.trials["seconds"].sum() / 3600
     assert f"{hours:.2f} CPU-hours" in block["Compute"]
+    assert "utilisation" not in block["Compute"]  # not recorded by this (older) experiment
+
+
+def test_protocol_states_the_pruning_rule_and_utilisation_the_study_recorded(exp):
+    recorded = dataclasses.replace(exp, info={**exp.info, "utilisation": 0.864,
+                                              "pruning": {"decision_steps": [2, 4, 8]}})
+    block = dict(protocol.protocol(recorded))
+    assert "utilisation 0.86" in block["Compute"]
+    assert "same epoch of their final phase" in block["Search"] and "final-phase epochs 2, 4, 8" in block["Search"]
 
 
 # ---------------------------------------------------------------------------- figures
