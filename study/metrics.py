@@ -6,6 +6,7 @@ x methods) and, for per-trial gauges, the trial id (bounded by the study's trial
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ray.tune import Callback
@@ -74,3 +75,17 @@ class StudyMetrics(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.failed.inc(tags=self._tags(trial))
+
+
+class WallClock(Callback):
+    """Calls `record` (the runner's wall-time bookkeeping in study.json) every `every` seconds
+    of Tune's loop, so a driver killed without warning has its time on record."""
+
+    def __init__(self, record, every: float = 10.0):
+        self.record, self.every = record, every
+        self.last = time.monotonic()
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self.record()

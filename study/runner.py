@@ -97,16 +97,23 @@ class Study:
     @contextlib.contextmanager
     def wall_clock(self):
         """Adds this session's wall time to study.json's wall_seconds however the session
-        ends, so a study interrupted and resumed reports the time of all its sessions."""
+        ends, so a study interrupted and resumed reports the time of all its sessions. While
+        it runs, `record_wall` (called by Tune's loop) keeps the figure current: a killed
+        driver loses at most WALL_EVERY seconds of it, and the utilisation of a study that was
+        killed and resumed stays a fraction of the time it really took."""
         path = self.exp_dir / "study.json"
-        previous = json.loads(path.read_text()).get("wall_seconds", 0.0)
-        started = time.time()
+        self._wall = (json.loads(path.read_text()).get("wall_seconds", 0.0), time.time())
         try:
             yield
         finally:
-            info = json.loads(path.read_text())
-            info["wall_seconds"] = previous + time.time() - started
-            write_json(path, info)
+            self.record_wall()
+
+    def record_wall(self) -> None:
+        path = self.exp_dir / "study.json"
+        previous, started = self._wall
+        info = json.loads(path.read_text())
+        info["wall_seconds"] = previous + time.time() - started
+        write_json(path, info)
 
     # ------------------------------------------------------------------ the stages
     def task_study(self, task: str) -> "Study":
@@ -205,7 +212,7 @@ class Study:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
 
-        from study.metrics import StudyMetrics
+        from study.metrics import StudyMetrics, WallClock
         from study.search import CellPruner
         from study.trainable import TRIALS_FOLDER, run_trial, trial_dirname
 
@@ -217,7 +224,7 @@ class Study:
             name=TRIALS_FOLDER, storage_path=str(self.exp_dir),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             # result.json only: the trials write their own per-epoch file and state
-            callbacks=[JsonLoggerCallback(), StudyMetrics(self.name)], verbose=1)
+            callbacks=[JsonLoggerCallback(), StudyMetrics(self.name), WallClock(self.record_wall)], verbose=1)
         tune_config = tune.TuneConfig(
             search_alg=planner, scheduler=CellPruner(planner, set(cfg.decision_steps)),
             num_samples=planner.max_trials(), max_concurrent_trials=cfg.max_concurrent,
