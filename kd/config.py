@@ -61,6 +61,8 @@ class TrainConfig:
     lr_schedule: str = _opt("step", "step (x0.1 at 50%% and 75%% of each phase), cosine (per epoch), or "
                                     "linear (warmup then decay to 0, per batch)", choices=LR_SCHEDULES)
     warmup_ratio: float = _opt(0.0, "linear schedule: fraction of each phase's steps spent warming up")
+    grad_clip: float | None = _opt(None, "clip the gradient's global L2 norm to this before every step "
+                                         "(default: no clipping)")
     # --- teacher / assistant
     teacher: str | None = _opt(None, "teacher architecture (kd, annealing, continuation, takd)")
     teacher_checkpoint: str | None = _opt(None, "stored teacher file; trained into --store when absent")
@@ -169,6 +171,8 @@ class TrainConfig:
             fail("alpha", "it must lie in [0, 1]")
         if not 0.0 <= self.warmup_ratio < 1.0:
             fail("warmup_ratio", "it must lie in [0, 1)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            fail("grad_clip", "it must be > 0 (or left out: no clipping)")
         if self.val_size is not None and self.val_size < 1:
             fail("val_size", "it must be >= 1")
         if info.needs_data_dir and not self.data_dir:

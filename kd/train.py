@@ -263,6 +263,8 @@ def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Pat
                                         f"(phase {phase.name}, lr {lr:g})")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
                 optimizer.step()
                 if per_batch_schedule:
                     scheduler.step()

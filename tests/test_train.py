@@ -153,3 +153,20 @@ def test_missing_teacher_checkpoint_is_named():
     cfg = TrainConfig.from_dict({**SMALL, "method": "kd", "teacher": "cnn1d_16", "epochs": 2})
     with pytest.raises(ValueError, match="teacher_checkpoint"):
         train(cfg)
+
+
+def test_grad_clip_bounds_every_step():
+    """A clip of 1e-9 leaves the student where it started (as an lr of 1e-12 does); the same
+    lr unclipped moves it. Every method trains through the same step, CE stands for all."""
+    base = TrainConfig.from_dict({**SMALL, "method": "ce", "epochs": 2, "lr": 0.5, "weight_decay": 0.0})
+
+    def val_curve(cfg):
+        seen = []
+        train(cfg, report=lambda m, save: seen.append(m["val_acc"]))
+        return seen
+
+    frozen = val_curve(base.replace(lr=1e-12))
+    assert val_curve(base.replace(grad_clip=1e-9)) == frozen
+    assert max(val_curve(base)) > max(frozen) + 5
+    with pytest.raises(Exception, match="grad_clip: 0.0 is not allowed"):
+        base.replace(grad_clip=0.0).validate()
