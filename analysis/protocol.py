@@ -46,6 +46,8 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
         ("Students", students or "none yet"),
         ("Methods", ", ".join(sorted(set(trials["method"]) | set(cfg.get("methods") or []), key=method_key))),
         ("Epoch budget", _budget(exp)),
+        ("Fixed for every run", ", ".join(f"{k} {v}" for k, v in sorted((cfg.get("train") or {}).items()))
+         or "the training defaults (python -m kd train --help)"),
         ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else selection),
         ("Search", _search(cfg, info.get("pruning") or {})),
         ("Seeds", f"study seed {cfg.get('seed', '?')}; {cfg.get('rerun_seeds', '?')} re-run seeds per cell "

@@ -237,6 +237,8 @@ def test_protocol_block(exp):
                                        "test accuracy reported for that checkpoint")
     assert "45,000 train / 5,000 validation" in block["Splits"] and "10,000 test" in block["Splits"]
     assert "12 epochs" in block["Epoch budget"]
+    fixed = exp.config.get("train") or {}
+    assert all(f"{k} {v}" in block["Fixed for every run"] for k, v in fixed.items()) and fixed
     assert "4 trials per cell" in block["Search"] and "TPE" in block["Search"]
     assert "asha (never before epoch 2)" in block["Search"] and "audit" in block["Search"]
     assert "3 re-run seeds" in block["Seeds"] and "1, 2, 3" in block["Seeds"]
