@@ -159,6 +159,15 @@ class StudyPlanner(Searcher):
         for student in self.students():  # all of a student's re-runs done: more seeds?
             if self.reruns_finished(student) and self.top_up(student):
                 return self.next_run(trial_id)
+        # Nothing can start, but cells wait for a teacher that is training: start one of their
+        # search trials now, to wait inside its trial for the teacher. A slot left without a
+        # trial makes Tune drop its actor, and a new actor (seconds of imports) then loses every
+        # pending trial to the surviving actor, which is free again sooner: one slot would stay
+        # empty for the rest of the study (README, "The default study").
+        waiting = [c for c in self.cells if not self.ready(c) and len(self.search_trials(c)) <
+                   self.config.trials_per_cell]
+        if waiting:
+            return self.start_search(trial_id, min(waiting, key=lambda c: len(self.search_trials(c))))
         return None
 
     def students(self) -> list[str]:
@@ -184,10 +193,11 @@ class StudyPlanner(Searcher):
     def run_config(self, cell: str, stage: str, params: dict, seed: int, number: int,
                    resume_from: str | None) -> dict:
         student, method = self.cells[cell]
-        paths = {f"{role}_checkpoint": self.teachers.row(role)["path"]
+        # the roles' row files: the trial reads its teachers' paths there once they exist
+        roles = {f"{role}_checkpoint": str(self.teachers.row_file(role))
                  for role in roles_needed(self.config, method) + (("teacher",) if method == "takd" else ())}
         return {"cell": cell, "student": student, "method": method, "stage": stage, "seed": seed,
-                "optuna_trial": number, "params": params, "checkpoints": paths, "resume_from": resume_from}
+                "optuna_trial": number, "params": params, "teacher_rows": roles, "resume_from": resume_from}
 
     def missing_reruns(self, cell: str) -> list[tuple[str, int, dict]]:
         """Re-runs and audits the plan wants for a cell whose search is complete and that the

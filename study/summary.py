@@ -104,7 +104,8 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                     "test_acc": last.get("selected_test_acc", math.nan),
                     **{c: last.get(f"selected_{c}", math.nan) for c in METRIC_COLUMNS},
                     "epochs_run": int(last.get("epoch", 0) or 0), "epochs_budget": study.epochs,
-                    "seconds": last.get("time_total_s", math.nan),
+                    # Tune's time of the trial, less any wait for its teacher (study/trainable.py)
+                    "seconds": last.get("time_total_s", math.nan) - (last.get("teacher_wait_s") or 0.0),
                     "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",
                     "trial_dir": str(folder.relative_to(exp_dir)), "audit": stage == "audit",
                 })

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,17 @@ TRIALS_FOLDER = "trials"
 STATE_FILE, EPOCHS_FILE, FINAL_FILE = "state.pt", "epochs.jsonl", "final.json"
 
 
-def run_config(study: StudyConfig, run: dict[str, Any]):
+def run_config(study: StudyConfig, run: dict[str, Any], poll_seconds: float = 0.5):
+    """The run's TrainConfig with its teachers' checkpoints, and the seconds it waited for
+    them: a trial may start before its teacher is ready (study/search.py) and waits here for
+    the role's row file. The wait is not work: the summary leaves it out of a trial's time."""
     cfg = study.train_config(run["student"], run["method"], seed=run.get("seed", study.seed), **run["params"])
-    return cfg.replace(**run.get("checkpoints", {}))
+    started, checkpoints = time.monotonic(), {}
+    for field, row_file in run.get("teacher_rows", {}).items():
+        while not Path(row_file).is_file():
+            time.sleep(poll_seconds)
+        checkpoints[field] = json.loads(Path(row_file).read_text())["path"]
+    return cfg.replace(**checkpoints), time.monotonic() - started
 
 
 def trial_dirname(trial) -> str:
@@ -102,7 +111,8 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], study_name: 
         return
     study = StudyConfig(**study_values)
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))  # no oversubscription of shared cores
-    cfg, bank = with_stored_bank(run_config(study, config), bank_root)
+    cfg, waited = run_config(study, config)
+    cfg, bank = with_stored_bank(cfg, bank_root)
     gauges = TrialMetrics(study_name, config["cell"], trial_id)
     decide_at = set(study.decision_steps) if config["stage"] == "search" else set()
     resume_from = last_state(folder, config.get("resume_from"))
@@ -113,7 +123,7 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], study_name: 
     def report(metrics: dict[str, Any], save_state) -> None:
         last.update(metrics)
         gauges.update(metrics)
-        metrics = {**_clean(metrics), "node_id": node_id, "pid": os.getpid()}
+        metrics = {**_clean(metrics), "node_id": node_id, "pid": os.getpid(), "teacher_wait_s": waited}
         with open(folder / EPOCHS_FILE, "a") as f:  # a resumed trial repeats epochs: the last row wins
             f.write(json.dumps(metrics) + "\n")
         if metrics["finished"]:
