@@ -50,8 +50,7 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
          or "the training defaults (python -m kd train --help)"),
         ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else selection),
         ("Search", _search(cfg, info.get("pruning") or {})),
-        ("Seeds", f"study seed {cfg.get('seed', '?')}; {cfg.get('rerun_seeds', '?')} re-run seeds per cell "
-                  f"(seeds seen: {', '.join(map(str, seeds)) or 'none'})"),
+        ("Seeds", _seeds(cfg, seeds)),
         ("Headline numbers", f"test {metric} (%) of the re-runs: mean ± sample std (ddof 1) over seeds"
                              if metric == "accuracy" else
                              f"test {metric} (x100{', the primary metric of each task' if several else ''}) of "
@@ -106,6 +105,16 @@ def _splits(dataset: str, cfg: dict[str, Any]) -> str:
         return (f"{int(0.8 * n) - val:,} train / {val:,}{note} validation (seed {seed}{seed_note}) / "
                 f"{n - int(0.8 * n):,} test ({generated[dataset]}, {n:,}{n_note} samples)")
     return "not recorded in study.json"
+
+
+def _seeds(cfg: dict[str, Any], seen: list[int]) -> str:
+    text = f"study seed {cfg.get('seed', '?')}; {cfg.get('rerun_seeds', '?')} re-run seeds per cell"
+    most = cfg.get("rerun_max_seeds")
+    if most and most > cfg.get("rerun_seeds", most):
+        # study/search.py: the same seeds for every cell of a student, chosen on validation only
+        text += (f", up to {most} for a student while one of its cells' 95% interval of the validation "
+                 f"score is wider than ±{cfg.get('rerun_target', '?')} points")
+    return text + f" (seeds seen: {', '.join(map(str, seen)) or 'none'})"
 
 
 def _budget(exp: Experiment) -> str:

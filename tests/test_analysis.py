@@ -252,8 +252,10 @@ def test_protocol_block(exp):
 
 def test_protocol_states_the_pruning_rule_and_utilisation_the_study_recorded(exp):
     recorded = dataclasses.replace(exp, info={**exp.info, "utilisation": 0.864,
-                                              "pruning": {"decision_steps": [2, 4, 8]}})
+                                              "pruning": {"decision_steps": [2, 4, 8]},
+                                              "config": {**exp.config, "rerun_max_seeds": 9, "rerun_target": 1.5}})
     block = dict(protocol.protocol(recorded))
+    assert "3 re-run seeds per cell, up to 9 for a student" in block["Seeds"] and "±1.5 points" in block["Seeds"]
     assert "utilisation 0.86" in block["Compute"]
     assert "same epoch of their final phase" in block["Search"] and "final-phase epochs 2, 4, 8" in block["Search"]
 
