@@ -11,8 +11,11 @@ STUDY ?= $(PRESET)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@# uv: the same pinned packages as pip, ~10x faster on a fresh machine (scripts/uv_args.py
+	@# passes pip's index settings on); pip itself if uv cannot install them
+	($(PY) -m pip install --quiet uv==0.13.9 && \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) $$($(PY) scripts/uv_args.py) -e ".[dev]") || \
+	  $(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
