@@ -26,7 +26,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
         option = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f.metadata.get("help", "")
         if kind is bool:
             parser.add_argument(option, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=help_text)
@@ -99,12 +99,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to an option's help unless the help already speaks of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "default" in text.lower() else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train one teacher or student",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_train = sub.add_parser("train", help="train one teacher or student", formatter_class=DefaultsOnce)
     _add_config_options(p_train)
     p_train.add_argument("--store", default="runs/teachers",
                          help="teacher store: teachers and assistants are trained once and kept here")
