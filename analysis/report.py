@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, protocol, tables, tasks, verdict
+from analysis import figures, protocol, published, tables, tasks, verdict
 from analysis.load import Experiment, ExperimentError, load_experiment
 
 DASH = "–"
@@ -196,7 +196,7 @@ def write_report(exp_dir, out_dir=None, compare=None) -> dict[str, Path]:
     methods_run = csv("method_protocol", protocol.method_protocol(exp))
     # Once per report: the GLUE overview table and the paper comparison's GLUE average rows.
     overview = tasks.glue_overview(exp) if len(exp.tasks) > 1 else None
-    paper = csv("paper_comparison", tables.paper_comparison(exp, overview=overview))
+    paper = csv("paper_comparison", published.paper_comparison(exp, overview=overview))
     paper_blocks = [
         Block("h2", "Against the published numbers"),
         Block("p", "Every published row with the same dataset, teacher, student and method (CE matches on "

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from analysis.load import METRIC_COLUMNS, Experiment
+from analysis.tables import gap_table, headline_scores, sort_rows, teacher_accuracy
 
 METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1", "mcc": "MCC", "pearson": "Pearson",
                  "spearman": "Spearman", "accuracy_mm": "Accuracy (mismatched)"}
@@ -74,8 +75,6 @@ def task_metrics(exp: Experiment) -> pd.DataFrame:
     search trial, marked `search`, when a cell has none), by the same rule as the gap
     table's primary metric (tables.headline_scores)."""
     trials, frames = exp.trials, []
-    from analysis.tables import headline_scores, sort_rows
-
     columns = ["method", "student", "capacity_ratio", "metric", "label", "mean", "std", "n", "source"]
     for column in (c for c in METRIC_COLUMNS if c in trials and trials[c].notna().any()):
         scores = headline_scores(exp, column)
@@ -95,8 +94,6 @@ def teacher_metric(exp: Experiment, metric: str) -> float:
     column = f"test_{metric}"
     if column in teachers and teachers[column].notna().any():
         return float(teachers[column].dropna().iloc[-1])
-    from analysis.tables import teacher_accuracy
-
     return teacher_accuracy(exp) if metric == exp.primary_metric else math.nan
 
 
@@ -104,8 +101,6 @@ def glue_overview(exp: Experiment) -> pd.DataFrame:
     """Each task's primary metric per (method, student) and for the teacher, and their
     average over the tasks (only where every task of the study has a number), as the
     published GLUE tables show them."""
-    from analysis.tables import gap_table
-
     rows = []
     for dataset in exp.tasks:
         sub = exp.subset(dataset)

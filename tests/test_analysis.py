@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from analysis import ExperimentError, load_experiment, write_report
-from analysis import figures, protocol, tables
+from analysis import figures, protocol, published, tables
 from analysis.report import main_report, pm
 from analysis_fixtures import make_partial, write_synthetic_experiment
 
@@ -212,7 +212,7 @@ def test_paper_comparison_matches_published_rows(exp):
     expected = ref[(students & (ref["teacher"] == "resnet110"))            # distilled from our teacher
                    | (students & (ref["method"] == "ce"))                  # CE uses no teacher
                    | ((ref["method"] == "teacher") & (ref["teacher"] == "resnet110"))]
-    paper = tables.paper_comparison(exp)
+    paper = published.paper_comparison(exp)
     assert len(paper) == len(expected) == 10
     assert sorted(paper["published"]) == sorted(expected["value"])
     assert set(paper["method"]) == {"teacher", *METHODS}
@@ -228,7 +228,7 @@ def test_paper_comparison_matches_published_rows(exp):
 def test_paper_comparison_is_empty_when_nothing_matches(tmp_path):
     other = load_experiment(write_synthetic_experiment(tmp_path / "m1d", dataset="mnist1d", teacher="cnn1d_64",
                                                        students=("mlp1d_8",), methods=("ce", "kd")))
-    assert tables.paper_comparison(other).empty
+    assert published.paper_comparison(other).empty
 
 
 def test_protocol_block(exp):
@@ -348,7 +348,7 @@ def test_report_writes_every_table_as_csv(report, exp):
     paths, _ = report
     for name, build in (("gap_table", tables.gap_table), ("gain_over_ce", tables.gain_over_ce),
                         ("ranking", tables.ranking), ("best_configs", tables.best_configs),
-                        ("pruning_audit", tables.pruning_audit), ("paper_comparison", tables.paper_comparison)):
+                        ("pruning_audit", tables.pruning_audit), ("paper_comparison", published.paper_comparison)):
         written = pd.read_csv(paths[f"{name}.csv"])
         assert list(written.columns) == list(build(exp).columns) and len(written) == len(build(exp)), name
     assert pd.read_csv(paths["protocol.csv"])["label"].iloc[0] == "Study"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import load_experiment, tables, tasks, write_report
+from analysis import load_experiment, published, tables, tasks, write_report
 from analysis_fixtures import write_synthetic_experiment
 from kd import ConfigError
 from study.config import PRESET_DIR, StudyConfig
@@ -125,8 +125,8 @@ def test_glue_overview_averages_the_primary_metrics(glue_experiment):
 
 def test_paper_comparison_covers_the_distilroberta_rows(glue_experiment):
     exp = load_experiment(glue_experiment)
-    paper = tables.paper_comparison(exp)
-    ref = pd.read_csv(tables.REFERENCE_CSV)
+    paper = published.paper_comparison(exp)
+    ref = pd.read_csv(published.REFERENCE_CSV)
     distil = ref[ref["dataset"].str.startswith("glue") & (ref["student"] == "distilroberta-base")]
     assert len(paper) == len(distil) == 13  # 6 average rows + SST-2, MRPC and RTE rows
     assert sorted(paper["published"]) == sorted(distil["value"])
