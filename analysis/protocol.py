@@ -50,6 +50,7 @@ def protocol(exp: Experiment) -> list[tuple[str, str]]:
          or "the training defaults (python -m kd train --help)"),
         ("Selection rule", PAPER_SELECTION_RULE if cfg.get("paper_protocol") else selection),
         ("Search", _search(cfg, info.get("pruning") or {})),
+        ("Configuration choice", _choice(cfg)),
         ("Seeds", _seeds(cfg, seeds)),
         ("Headline numbers", f"test {metric} (%) of the re-runs: mean ± sample std (ddof 1) over seeds"
                              if metric == "accuracy" else
@@ -105,6 +106,16 @@ def _splits(dataset: str, cfg: dict[str, Any]) -> str:
         return (f"{int(0.8 * n) - val:,} train / {val:,}{note} validation (seed {seed}{seed_note}) / "
                 f"{n - int(0.8 * n):,} test ({generated[dataset]}, {n:,}{n_note} samples)")
     return "not recorded in study.json"
+
+
+def _choice(cfg: dict[str, Any]) -> str:
+    """How each cell's re-run configuration was chosen (study/search.py `selected`)."""
+    top, seeds = cfg.get("confirm_top") or 0, cfg.get("confirm_seeds") or 0
+    if not top:
+        return "per cell, the completed search trial with the best validation score (one seed)"
+    return (f"per cell, the {top} completed search trials with the best validation score were run with "
+            f"{seeds} more seed(s) each (study seed + 1001 on, never a headline seed); the configuration "
+            f"with the best mean validation score over its {seeds + 1} seeds was re-run")
 
 
 def _seeds(cfg: dict[str, Any], seen: list[int]) -> str:

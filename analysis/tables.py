@@ -40,9 +40,15 @@ def completed(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
 
 
 def best_search_trial(group: pd.DataFrame) -> pd.Series | None:
-    """The selection rule: a cell's completed search trial with the best validation score
-    (the first on ties); None before any search trial has completed."""
+    """The cell's selected search trial: the one whose configuration its re-runs use (with
+    `confirm_top`, chosen on the mean validation score of several seeds, study/search.py);
+    before any re-run, the completed search trial with the best validation score (the first
+    on ties); None before any search trial has completed."""
     search = completed(group, "search").dropna(subset=["best_val_acc"])
+    if "config" in group:
+        chosen = search[search["config"].isin(set(group.loc[group["stage"] == "rerun", "config"].dropna()))]
+        if len(chosen):
+            return chosen.iloc[0]
     return search.loc[search["best_val_acc"].idxmax()] if len(search) else None
 
 

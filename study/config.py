@@ -43,6 +43,9 @@ METHOD_SEARCH: dict[str, dict[str, Any]] = {
     "continuation": {"tau_max": [2, 10], "psi_fraction": [0.2, 0.8], "margin": [0.0, 5.0]},
 }
 SHARED = "shared"
+# Confirmation runs use seeds from study seed + CONFIRM_SEED_OFFSET + 1: the headline seeds
+# (study seed + 1, + 2, ...) never take part in choosing a configuration.
+CONFIRM_SEED_OFFSET = 1000
 LOG_SCALE = {"lr", "weight_decay"}
 PRUNERS = ("asha", "median", "none")
 
@@ -76,6 +79,11 @@ class StudyConfig:
     rerun_target: float = _f(1.5, "half-width (points) of the 95% interval of a cell's validation score "
                                   "that stops adding seeds")
     audit_pruned: int = _f(0, "pruned configurations per cell re-run to completion (pruning audit)")
+    confirm_top: int = _f(0, "the best completed search configurations of a cell that are run with "
+                             "confirm_seeds more seeds; the one with the best mean validation score is "
+                             "re-run (0: the best search trial, on its one seed)")
+    confirm_seeds: int = _f(2, "extra seeds of each confirm_top configuration (study seed + 1001, + 1002, "
+                               "...: never a headline seed)")
     search: dict = _f({}, "per-method overrides of the search ranges")
     pruner: str = _f("asha", "asha | median | none (Optuna pruner, compared within a cell)")
     reduction_factor: int = _f(2, "asha: a trial goes on past each rung if it is in the top 1/reduction_factor")
@@ -146,6 +154,13 @@ class StudyConfig:
         return self.rerun_max_seeds if self.rerun_max_seeds is not None else self.rerun_seeds
 
     @property
+    def confirm_seed_list(self) -> list[int]:
+        if not self.confirm_top:
+            return []
+        start = self.seed + CONFIRM_SEED_OFFSET + 1
+        return list(range(start, start + self.confirm_seeds))
+
+    @property
     def decision_steps(self) -> list[int]:
         """The final-phase epochs at which the pruner decides (study/search.py): ASHA's rungs
         grace_epochs x reduction_factor^k within the budget, where the median pruner decides
@@ -191,6 +206,16 @@ class StudyConfig:
                 fail(name, "it must be >= 1" if name != "rerun_seeds" else "it must be >= 0")
         if self.audit_pruned < 0:
             fail("audit_pruned", "it must be >= 0")
+        if self.confirm_top < 0:
+            fail("confirm_top", "it must be >= 0")
+        if self.confirm_top > self.trials_per_cell:
+            fail("confirm_top", f"it must be <= trials_per_cell ({self.trials_per_cell})")
+        if self.confirm_top and self.confirm_seeds < 1:
+            fail("confirm_seeds", "it must be >= 1 when confirm_top is set")
+        if self.max_seeds >= CONFIRM_SEED_OFFSET:
+            fail("rerun_max_seeds" if self.rerun_max_seeds is not None else "rerun_seeds",
+                 f"it must be < {CONFIRM_SEED_OFFSET} (seeds from study seed + {CONFIRM_SEED_OFFSET + 1} "
+                 f"confirm configurations)")
         if self.rerun_max_seeds is not None and self.rerun_max_seeds < self.rerun_seeds:
             fail("rerun_max_seeds", f"it must be >= rerun_seeds ({self.rerun_seeds})")
         if not self.rerun_target > 0:

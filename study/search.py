@@ -14,6 +14,11 @@ methods compare paired by seed. A student starts with `rerun_seeds`; while the 9
 of some cell's validation score is wider than ±`rerun_target` points, its cells get more
 seeds, up to `rerun_max_seeds` (the test set plays no part in this).
 
+Choosing the configuration: with `confirm_top` set, a cell's best completed search trials
+first run again with `confirm_seeds` other seeds (stage `confirm`, seeds from study seed +
+1001), and the re-runs use the configuration with the best mean validation score over its
+seeds; the headline seeds never take part in the choice.
+
 The pruning rule (README, "Pruning"): trials are compared at the same epoch of their final
 phase, the part of the run that trains on the method's final objective (kd's
 `Method.final_phase_epochs`: every epoch for CE, Hinton KD and TAKD; Annealing-KD's phase 2;
@@ -123,7 +128,8 @@ class StudyPlanner(Searcher):
     def max_trials(self) -> int:
         """An upper bound of the Tune trials one session may start (Tune wants a number; the
         planner says when it is done): every trial of the plan, twice over for replacements."""
-        per_cell = self.config.trials_per_cell + self.config.max_seeds + self.config.audit_pruned
+        per_cell = (self.config.trials_per_cell + self.config.max_seeds + self.config.audit_pruned +
+                    self.config.confirm_top * self.config.confirm_seeds)
         return 2 * len(self.cells) * per_cell
 
     # ------------------------------------------------------------------ Searcher
@@ -207,16 +213,48 @@ class StudyPlanner(Searcher):
         trials = self.search_trials(cell)
         completed = [t for t in trials if t.state == TrialState.COMPLETE]
         have = {(t.user_attrs["stage"], t.user_attrs["seed"], t.user_attrs["params"]) for t in self.reruns(cell)}
-        wanted = []
-        if completed:  # the selection rule: best validation score, the first on ties
-            best = max(completed, key=lambda t: t.value)
+        wanted = [("confirm", seed, self.params_of(t)) for t in self.candidates(completed)
+                  for seed in self.config.confirm_seed_list]
+        best = self.selected(cell, completed)
+        if best is not None:
             seeds = range(self.config.seed + 1, self.config.seed + 1 + self.planned_seeds(self.cells[cell][0]))
-            wanted += [("rerun", seed, self.params_of(best)) for seed in seeds]
+            wanted += [("rerun", seed, best) for seed in seeds]
         pruned = sorted(t.number for t in trials if t.state == TrialState.PRUNED)
         audited = random.Random(f"{self.config.seed}:{cell}").sample(pruned, min(self.config.audit_pruned, len(pruned)))
         wanted += [("audit", self.config.seed, self.params_of(trials_by_number(trials)[n])) for n in audited]
         return [(stage, seed, params) for stage, seed, params in wanted
                 if (stage, seed, json.dumps(params, sort_keys=True)) not in have]
+
+    def candidates(self, completed: list) -> list:
+        """The configurations confirmed with more seeds: the cell's confirm_top best completed
+        search trials (the first on ties)."""
+        ranked = sorted(completed, key=lambda t: (-t.value, t.number))
+        return ranked[:self.config.confirm_top]
+
+    def selected(self, cell: str, completed: list) -> dict | None:
+        """The configuration the cell's headline re-runs use (None: not chosen yet). Without
+        confirmation, the best search trial. With it, the candidate whose search trial and
+        confirmation runs have the best mean validation score, once all have finished; a
+        candidate that failed under some seed (diverged) ranks below every one that did not.
+        One seed's validation score picks a lucky configuration as often as a good one
+        (README, "The default study")."""
+        if not completed:
+            return None
+        if not self.config.confirm_top:
+            return self.params_of(max(completed, key=lambda t: t.value))  # the first on ties
+        confirms: dict[str, list] = {}
+        for t in self.reruns(cell):
+            if t.user_attrs.get("stage") == "confirm":
+                confirms.setdefault(t.user_attrs["params"], []).append(t)
+        ranking = []
+        for rank, candidate in enumerate(self.candidates(completed)):
+            runs = confirms.get(candidate.user_attrs["params"], [])
+            if {t.user_attrs["seed"] for t in runs if t.state in FINISHED_STATES} < set(self.config.confirm_seed_list):
+                return None
+            values = [candidate.value] + [t.value for t in runs if t.state == TrialState.COMPLETE]
+            failures = sum(t.state != TrialState.COMPLETE for t in runs)
+            ranking.append((failures, -sum(values) / len(values), rank, candidate))
+        return self.params_of(min(ranking, key=lambda r: r[:3])[3])
 
     def params_of(self, trial) -> dict:
         return json.loads(trial.user_attrs["params"])

@@ -1,0 +1,107 @@
+"""Which configuration a cell's headline re-runs use: StudyPlanner over a real ledger (Optuna's
+journal storage), results told by hand as trials report them. With `confirm_top`, the best
+search trials first run again with other seeds, and the best MEAN validation score decides;
+the headline seeds never take part."""
+import json
+
+import pytest
+
+from kd.config import ConfigError
+from study.config import StudyConfig
+from study.ledger import Ledger
+from study.search import StudyPlanner
+from study.teachers import TeacherStage
+
+CELL = "mlp1d_8-ce"
+
+
+@pytest.fixture
+def make_planner(tmp_path):
+    def make(**changes):
+        study = StudyConfig.preset("smoke").replace(students=["mlp1d_8"], methods=["ce"], trials_per_cell=4,
+                                                    rerun_seeds=3, pruner="none", seed=7, **changes)
+        teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
+        return StudyPlanner(study, Ledger(study, tmp_path, "selection"), tmp_path, teachers)
+    return make
+
+
+def finish(planner, trial_id, value):
+    planner.on_trial_complete(trial_id, {"best_val_acc": value, "finished": True})
+
+
+def search(planner, values):
+    """Runs the cell's search: one trial per value; returns each trial's params."""
+    runs = [planner.suggest(f"s{i}") for i in range(len(values))]
+    assert [r["stage"] for r in runs] == ["search"] * len(values)
+    for i, value in enumerate(values):
+        finish(planner, f"s{i}", value)
+    return [r["params"] for r in runs]
+
+
+def suggest_all(planner, prefix):
+    """Every run the planner has for now (it answers None when the rest must wait)."""
+    runs = []
+    while (run := planner.suggest(f"{prefix}{len(runs)}")) is not None and isinstance(run, dict):
+        runs.append(run)
+    return runs
+
+
+def test_without_confirmation_the_best_search_trial_is_re_run_with_the_headline_seeds(make_planner):
+    planner = make_planner(confirm_top=0)
+    params = search(planner, [60.0, 70.0, 65.0, 50.0])
+    reruns = suggest_all(planner, "r")
+    assert [(r["stage"], r["seed"]) for r in reruns] == [("rerun", 8), ("rerun", 9), ("rerun", 10)]
+    assert all(r["params"] == params[1] for r in reruns)
+
+
+def test_the_confirmed_mean_not_one_lucky_seed_chooses_the_configuration(make_planner):
+    planner = make_planner(confirm_top=2, confirm_seeds=2)
+    params = search(planner, [60.0, 70.0, 65.0, 50.0])
+    confirms = suggest_all(planner, "c")
+    # the two best search trials (70, then 65), each with seeds 7 + 1001 and 7 + 1002
+    assert [(r["stage"], r["seed"], r["params"]) for r in confirms] == [
+        ("confirm", 1008, params[1]), ("confirm", 1009, params[1]),
+        ("confirm", 1008, params[2]), ("confirm", 1009, params[2])]
+    for i, value in enumerate([55.0, 56.0, 66.0]):
+        finish(planner, f"c{i}", value)
+    assert suggest_all(planner, "w") == []  # no re-run while a candidate's seeds are missing
+    finish(planner, "c3", 67.0)
+    reruns = suggest_all(planner, "r")
+    # means: 70, 55, 56 -> 60.33; 65, 66, 67 -> 66.0: the second search trial is re-run
+    assert [(r["stage"], r["seed"]) for r in reruns] == [("rerun", 8), ("rerun", 9), ("rerun", 10)]
+    assert all(r["params"] == params[2] for r in reruns)
+    assert json.loads(planner.ledger.trials(CELL, "rerun")[-1].user_attrs["params"]) == params[2]
+
+
+def test_a_candidate_that_diverges_under_another_seed_is_not_chosen(make_planner):
+    planner = make_planner(confirm_top=2, confirm_seeds=1)
+    params = search(planner, [60.0, 70.0, 65.0, 50.0])
+    confirms = suggest_all(planner, "c")
+    assert [r["params"] for r in confirms] == [params[1], params[2]]
+    planner.on_trial_complete("c0", {"best_val_acc": None, "diverged": True})  # mean of the rest: 70
+    finish(planner, "c1", 40.0)                                                # mean 52.5
+    reruns = suggest_all(planner, "r")
+    assert reruns and all(r["params"] == params[2] for r in reruns)
+
+
+@pytest.mark.parametrize("changes, field", [({"confirm_top": -1}, "confirm_top"),
+                                            ({"confirm_top": 5}, "confirm_top"),
+                                            ({"confirm_top": 2, "confirm_seeds": 0}, "confirm_seeds"),
+                                            ({"rerun_seeds": 1000}, "rerun_seeds")])
+def test_bad_confirmation_settings_are_refused_naming_the_field(changes, field):
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        StudyConfig.preset("smoke").replace(trials_per_cell=4, **changes)
+
+
+def test_the_report_names_the_configuration_the_re_runs_used_not_the_best_single_seed():
+    import pandas as pd
+
+    from analysis.tables import best_search_trial
+
+    group = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "r1", "r2"], "stage": ["search"] * 3 + ["rerun"] * 2,
+        "status": ["completed", "completed", "pruned", "completed", "completed"],
+        "best_val_acc": [70.0, 65.0, 40.0, 64.0, 66.0],
+        "config": ['{"lr": 0.9}', '{"lr": 0.3}', '{"lr": 0.1}', '{"lr": 0.3}', '{"lr": 0.3}']})
+    assert best_search_trial(group)["trial_id"] == "b"       # confirmed on more seeds, re-run
+    assert best_search_trial(group.iloc[:3])["trial_id"] == "a"  # before any re-run: best validation
