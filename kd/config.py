@@ -12,9 +12,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration value that is not allowed; the message names field, value and rule."""
+from kd.errors import ConfigError
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:

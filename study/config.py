@@ -23,6 +23,7 @@ import yaml
 from kd.config import ConfigError, TrainConfig
 from kd.data import dataset_info
 from kd.methods import METHODS
+from study.space import corner_params
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -46,7 +47,6 @@ SHARED = "shared"
 # Confirmation runs use seeds from study seed + CONFIRM_SEED_OFFSET + 1: the headline seeds
 # (study seed + 1, + 2, ...) never take part in choosing a configuration.
 CONFIRM_SEED_OFFSET = 1000
-LOG_SCALE = {"lr", "weight_decay"}
 PRUNERS = ("asha", "median", "none")
 
 
@@ -271,8 +271,6 @@ class StudyConfig:
 
     def _validate_runs(self) -> None:
         """Build the most demanding run of every cell so TrainConfig checks each value."""
-        from study.space import corner_params
-
         for student, method in self.cells:
             try:
                 for pick in (max, min):

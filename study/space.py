@@ -8,9 +8,14 @@ stage_epochs still leaves the minimum phase-2 length inside the budget.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from study.config import LOG_SCALE, StudyConfig
+from kd.config import ConfigError
+
+if TYPE_CHECKING:  # study.config imports this module (its check builds corner_params)
+    from study.config import StudyConfig
+
+LOG_SCALE = {"lr", "weight_decay"}  # the range convention's log-uniform parameters
 
 # Keys of the ranges that are not TrainConfig fields but shape the space.
 _DERIVED = {"min_phase2_epochs", "psi_fraction"}
@@ -60,8 +65,6 @@ def corner_params(study: StudyConfig, method: str, pick=max) -> dict[str, Any]:
         min_phase2 = study.search_space(method).get("min_phase2_epochs", 1)
         needed = params["tau_max"] * params["stage_epochs"] + min_phase2
         if needed > study.epochs:
-            from kd.config import ConfigError
-
             raise ConfigError(
                 f"epochs: {study.epochs} is not allowed; the annealing search can ask for tau_max "
                 f"{params['tau_max']} x stage_epochs {params['stage_epochs']} plus "

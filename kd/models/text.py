@@ -24,6 +24,7 @@ import re
 import torch
 from torch import nn
 
+from kd.errors import ConfigError
 from kd.models import MODELS, takes
 
 FEED_FORWARD_FACTOR = 4
@@ -52,8 +53,6 @@ def _quiet_transformers() -> None:
 
 
 def _num_heads(hidden: int) -> int:
-    from kd.config import ConfigError
-
     heads = max(1, hidden // HEAD_SIZE)
     if hidden % heads:
         raise ConfigError(f"model: hidden size {hidden} is not allowed; it must be divisible by its "
@@ -63,8 +62,6 @@ def _num_heads(hidden: int) -> int:
 
 def check_tokenizer_fits(name: str, vocab_size: int, pad_token_id: int, kwargs: dict) -> None:
     """A pretrained model must read the run's token ids: same padding id, no id past its vocabulary."""
-    from kd.config import ConfigError
-
     if "pad_token_id" in kwargs and int(kwargs["pad_token_id"]) != int(pad_token_id):
         raise ConfigError(f"tokenizer: its padding id {kwargs['pad_token_id']} is not allowed with model "
                           f"{name!r}, which pads with {pad_token_id}; use the model's own tokenizer")
