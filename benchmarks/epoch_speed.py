@@ -42,13 +42,14 @@ import torch
 import torch.nn.functional as F
 
 from kd.bank import TeacherBank, build_bank, estimate_bank_bytes, format_bytes
+from kd.checkpoints import save_model
 from kd.config import TrainConfig
 from kd.data import Data
 from kd.data.augment import NUM_CIFAR_VIEWS
 from kd.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 from kd.models import build_model
-from kd.store import save_model
-from kd.train import load_teacher, train
+from kd.runtime import load_teacher
+from kd.train import train
 
 TRAIN_IMAGES = 45_000  # CIFAR training set minus the 5,000 validation images
 

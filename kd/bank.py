@@ -35,16 +35,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-from kd.store import CorruptCheckpointError, _sha256
-
-if TYPE_CHECKING:  # kd.train imports this module
-    from kd.config import TrainConfig
-    from kd.data import Data
+from kd.checkpoints import CorruptCheckpointError, _sha256, is_hf_reference
+from kd.config import ConfigError, TrainConfig
+from kd.data import Data, dataset_info, load_data
+from kd.runtime import autocast_for, load_teacher
 
 BANK_FORMAT = 1  # part of the key: a change of layout or semantics gets new files
 DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -142,12 +140,12 @@ class TeacherBank:
 
 # ---------------------------------------------------------------------------- building
 @torch.no_grad()
-def build_bank(teacher: nn.Module, data: "Data", batch_size: int = 1024,
+def build_bank(teacher: nn.Module, data: Data, batch_size: int = 1024,
                dtype: torch.dtype = torch.float16, amp: bool = False,
                key: str | None = None) -> TeacherBank:
     """Evaluate ``teacher`` on every view of every training example of ``data``.
 
-    ``teacher`` must be in eval mode (e.g. ``kd.train.FrozenTeacher``): in train mode its
+    ``teacher`` must be in eval mode (e.g. ``kd.runtime.FrozenTeacher``): in train mode its
     BatchNorm would make a logit depend on the rest of the batch. The inputs are built
     exactly as the trainer builds the student's, ``data.inputs(data.train_x[idx], views)``,
     on ``data.train_x``'s device; on CUDA they are channels-last and, with ``amp``, the
@@ -156,11 +154,9 @@ def build_bank(teacher: nn.Module, data: "Data", batch_size: int = 1024,
     """
     if teacher.training:
         raise ValueError("teacher: a module in train mode is not allowed; BatchNorm would mix the "
-                         "batch into every logit. Pass it in eval mode (kd.train.FrozenTeacher)")
+                         "batch into every logit. Pass it in eval mode (kd.runtime.FrozenTeacher)")
     if batch_size < 1:
         raise ValueError(f"batch_size: {batch_size} is not allowed; it must be >= 1")
-    from kd.train import autocast_for  # kd.train imports this module
-
     _dtype_name(dtype)
     train_x = data.train_x
     device = train_x.device
@@ -197,8 +193,6 @@ def teacher_fingerprint(teacher_path: str | Path) -> str:
     """What identifies a teacher's weights: a stored file's sha256; for a Hugging Face
     checkpoint (``hf:``) its name, and for a local folder also every file's name, size and
     modification time (hashing gigabytes of weights in every trial would cost seconds)."""
-    from kd.store import is_hf_reference
-
     if not is_hf_reference(teacher_path):
         return _sha256(Path(teacher_path))
     source = Path(str(teacher_path)[3:]).expanduser()
@@ -207,7 +201,7 @@ def teacher_fingerprint(teacher_path: str | Path) -> str:
     return hashlib.sha256(json.dumps([str(teacher_path), files]).encode()).hexdigest()
 
 
-def bank_key(teacher_path: str | Path, cfg: "TrainConfig") -> str:
+def bank_key(teacher_path: str | Path, cfg: TrainConfig) -> str:
     """Name of the bank of this teacher file on this run's training examples, in order.
 
     It hashes the teacher's fingerprint (a stored file's sha256, not its path: copies of a
@@ -215,8 +209,6 @@ def bank_key(teacher_path: str | Path, cfg: "TrainConfig") -> str:
     validation split (val_size, data_seed), for generated datasets (MNIST-1D, template-text)
     num_samples, and for text the data folder, the tokenizer the run reads with and max_length.
     """
-    from kd.data import dataset_info
-
     info = dataset_info(cfg.dataset)
     payload = {"format": BANK_FORMAT, "teacher_sha256": teacher_fingerprint(teacher_path),
                "dataset": cfg.dataset, "val_size": cfg.resolved_val_size, "data_seed": cfg.data_seed,
@@ -295,8 +287,8 @@ def bank_path(root: str | Path, key: str, dtype: torch.dtype = torch.float16) ->
     return Path(root) / f"bank-{key[:24]}-{_dtype_name(dtype)}.pt"
 
 
-def get_or_build_bank(root: str | Path, teacher_path: str | Path, cfg: "TrainConfig",
-                      data: "Data | None" = None, dtype: torch.dtype = torch.float16,
+def get_or_build_bank(root: str | Path, teacher_path: str | Path, cfg: TrainConfig,
+                      data: Data | None = None, dtype: torch.dtype = torch.float16,
                       batch_size: int = 1024, mmap: bool = True, verify: bool = True,
                       device: torch.device | str | None = None) -> TeacherBank:
     """The bank of (teacher file, cfg's training data) stored under ``root``, built once.
@@ -307,9 +299,6 @@ def get_or_build_bank(root: str | Path, teacher_path: str | Path, cfg: "TrainCon
     ``device`` (default: the data's device). The returned bank is the loaded file
     (memory-mapped on CPU with ``mmap``).
     """
-    from kd.data import load_data
-    from kd.train import load_teacher
-
     key = bank_key(teacher_path, cfg)
     path = bank_path(root, key, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,11 +319,9 @@ def get_or_build_bank(root: str | Path, teacher_path: str | Path, cfg: "TrainCon
 
 
 # ---------------------------------------------------------------------------- trainer glue
-def check_bank(bank: TeacherBank, data: "Data", teacher_path: str | Path | None = None,
-               cfg: "TrainConfig | None" = None) -> None:
+def check_bank(bank: TeacherBank, data: Data, teacher_path: str | Path | None = None,
+               cfg: TrainConfig | None = None) -> None:
     """Refuse a bank that does not belong to this run's training data (and teacher)."""
-    from kd.config import ConfigError
-
     expected = (len(data.train_x), data.num_views, data.num_classes)
     if tuple(bank.logits.shape) != expected:
         raise ConfigError(f"bank: a bank of shape {tuple(bank.logits.shape)} is not allowed; this run "
@@ -346,13 +333,11 @@ def check_bank(bank: TeacherBank, data: "Data", teacher_path: str | Path | None 
                               f"data split give {key[:16]}... (build the bank from the same teacher file)")
 
 
-def bank_for_training(cfg: "TrainConfig", teacher_path: str, data: "Data",
+def bank_for_training(cfg: TrainConfig, teacher_path: str, data: Data,
                       device: torch.device) -> TeacherBank | None:
     """What ``train()`` does when ``cfg.teacher_bank`` is on and no bank was passed: build
     the bank in memory, or return None (live teacher) with a warning when it would not fit
     under ``cfg.bank_memory_gb``."""
-    from kd.train import load_teacher
-
     need = estimate_bank_bytes(len(data.train_x), data.num_views, data.num_classes, torch.float16)
     cap = cfg.bank_memory_gb * 2**30
     if need > cap:

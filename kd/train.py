@@ -23,7 +23,6 @@ from the live teacher (cfg.teacher_bank off, or the bank over cfg.bank_memory_gb
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -39,44 +38,13 @@ from kd.config import ConfigError, TrainConfig
 from kd.data import Data, load_data
 from kd.methods import EpochContext, Phase, build_method
 from kd.models import build_model, count_parameters
+from kd.runtime import autocast_for, load_teacher, select_device
 
 Report = Callable[[dict[str, Any], Callable[[str | Path], None]], Any]
 
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class FrozenTeacher(nn.Module):
-    """A teacher that is in eval mode and gradient-free by construction, whatever callers do."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.model.requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True) -> "FrozenTeacher":
-        return super().train(False)  # BN statistics and dropout of a teacher never change
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def autocast_for(device: torch.device, amp: bool) -> Callable[[], Any]:
-    """bf16 autocast on CUDA (when amp), nothing elsewhere."""
-    if device.type == "cuda" and amp:
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -157,13 +125,6 @@ def scores(model: nn.Module, data: Data, autocast: Callable[[], Any]) -> dict[st
     for suffix, (x, y) in data.extra_test.items():
         out.update({f"test_{k}_{suffix}": v for k, v in evaluate(model, data, x, y, autocast).items()})
     return out
-
-
-def load_teacher(path: str, device: torch.device, data: Data | None = None) -> FrozenTeacher:
-    """A stored model, or a fine-tuned `hf:` checkpoint (its head sized by data.num_classes)."""
-    from kd.store import load_model
-
-    return FrozenTeacher(load_model(path, map_location=device, data=data)).to(device)
 
 
 def train(cfg: TrainConfig, report: Report | None = None, resume_from: str | Path | None = None,

@@ -197,7 +197,7 @@ def build_bank(root: Path, path: str, probe: TrainConfig) -> dict[str, Any]:
     storage; every trial memory-maps the file. Over bank_memory_gb trials run the model live."""
     from kd.bank import estimate_bank_bytes, get_or_build_bank
     from kd.data import load_data
-    from kd.train import select_device
+    from kd.runtime import select_device
 
     data = load_data(probe)
     if estimate_bank_bytes(len(data.train_x), data.num_views, data.num_classes) > probe.bank_memory_gb * 2**30:

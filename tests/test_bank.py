@@ -17,11 +17,11 @@ import torch
 from kd import ConfigError, TrainConfig, train
 from kd.bank import (CorruptBankError, TeacherBank, bank_key, build_bank, estimate_bank_bytes,
                      get_or_build_bank, load_bank, save_bank)
+from kd.checkpoints import save_model
 from kd.data import Data, load_data
 from kd.data.augment import IDENTITY_VIEW, NUM_CIFAR_VIEWS, view_id
 from kd.models import build_model
-from kd.store import save_model
-from kd.train import FrozenTeacher, load_teacher
+from kd.runtime import FrozenTeacher, load_teacher
 
 bank_module = importlib.import_module("kd.bank")
 

@@ -116,7 +116,7 @@ def test_a_given_teacher_is_scored_once_per_weights(smoke_experiment, tmp_path):
 
     import torch
 
-    from kd.store import save_model
+    from kd.checkpoints import save_model
 
     given = tmp_path / "given.pt"
     shutil.copy(next((smoke_experiment.parent / "teachers").glob("*/model.pt")), given)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kd.store import save_model
+from kd.checkpoints import save_model
 from kd.train import evaluate_teacher
 from study import teachers
 from study.config import StudyConfig

@@ -16,7 +16,8 @@ from kd.data import load_data
 from kd.data.glue import GlueFilesError
 from kd.losses import continuation_kd_loss, label_loss, regression_kd_loss
 from kd.metrics import Task, average_ranks, f1_binary, matthews_corrcoef, pearson, spearman
-from kd.train import FrozenTeacher, make_optimizer
+from kd.runtime import FrozenTeacher
+from kd.train import make_optimizer
 from text_fixtures import (GLUE_PRIMARY, GLUE_TASKS, save_tiny_bert, save_tokenizer, write_glue_hf,
                            write_glue_tsv, write_mrpc_ms_release)
 

@@ -6,7 +6,8 @@ import torch
 
 import importlib
 from kd import CorruptCheckpointError, DivergedError, TrainConfig, train
-from kd.store import load_model, teacher_config
+from kd.checkpoints import load_model
+from kd.store import teacher_config
 
 train_module = importlib.import_module("kd.train")  # the package exports the function `train` under the same name
 
