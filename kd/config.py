@@ -9,10 +9,35 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kd.errors import ConfigError
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def check_types(config: Any) -> None:
+    """Every field of a config dataclass holds a value of its declared type (YAML and CLI
+    values arrive untyped): the error names the field, the value and the type allowed,
+    before any comparison could fail with a TypeError. An int is a float; a bool is not a
+    number; `X | None` also allows None."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        allowed = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+        if value is None and type(None) in typing.get_args(hint):
+            continue
+        kind = allowed[0]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+        if not ok:
+            words = _TYPE_WORDS.get(kind, kind.__name__) + (" (or left out)" if type(None) in typing.get_args(hint) else "")
+            raise ConfigError(f"{name}: {value!r} is not allowed; it must be {words}")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -142,6 +167,8 @@ class TrainConfig:
 
         from kd.data import DATASETS
 
+        check_types(self)
+
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -173,6 +200,10 @@ class TrainConfig:
             fail("grad_clip", "it must be > 0 (or left out: no clipping)")
         if self.val_size is not None and self.val_size < 1:
             fail("val_size", "it must be >= 1")
+        train_size = int(0.8 * self.num_samples)  # the generators keep 80% for training
+        if info.generated and self.resolved_val_size >= train_size:
+            raise ConfigError(f"val_size: {self.resolved_val_size} is not allowed; it must be < {train_size}, the "
+                              f"training examples of num_samples {self.num_samples}")
         if info.needs_data_dir and not self.data_dir:
             fail("data_dir", f"dataset {self.dataset} needs a data_dir (the folder holding its files)")
         if expected_input == "text":

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from kd.config import ConfigError, TrainConfig
+from kd.checkpoints import is_hf_reference
+from kd.config import ConfigError, TrainConfig, check_types
 from kd.data import dataset_info
 from kd.methods import METHODS
 from study.space import corner_params
@@ -190,6 +191,7 @@ class StudyConfig:
         def fail(name: str, rule: str) -> None:
             raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; {rule}")
 
+        check_types(self)
         if self.tasks or self.dataset == "glue":
             return self._validate_tasks(fail)
         if not self.students:
@@ -281,6 +283,14 @@ class StudyConfig:
         if info.needs_tokenizer and not self.train.get("tokenizer"):
             raise ConfigError("train: a GLUE study needs train.tokenizer (a Hub name or folder): teacher "
                               "and students must read the same token ids")
+        for key in ("teacher_checkpoint", "assistant_checkpoint"):
+            path = self.train.get(key)
+            if path and not is_hf_reference(path) and not Path(path).expanduser().is_file():
+                raise ConfigError(f"train.{key}: {path!r} is not allowed; there is no such file (a model "
+                                  f"saved by kd.checkpoints.save_model, or hf:<name>)")
+        if self.train.get("device") == "cuda" and not self.gpus_per_trial:
+            raise ConfigError("train.device: 'cuda' is not allowed with gpus_per_trial 0 (trials get no GPU); "
+                              "set gpus_per_trial, or device auto")
         # The teacher and the assistant must be valid models for the dataset, too.
         self.train_config(self.teacher, "ce")
         if self.assistant:

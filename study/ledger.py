@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from kd.config import ConfigError
 from study.config import StudyConfig
 from study.space import MethodSpace
 
@@ -46,6 +47,19 @@ def open_storage(path: Path) -> optuna.storages.JournalStorage:
             with open(path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def check_ledger_readable(path: Path) -> None:
+    """A resumed study reads its whole record first: a ledger Optuna cannot read is refused
+    here, before Ray starts, rather than by the first trial's tell."""
+    if not path.is_file():
+        return
+    try:
+        optuna.get_all_study_summaries(open_storage(path), include_best_trial=False)
+    except Exception as error:  # Optuna raises whatever its JSON replay meets
+        raise ConfigError(f"--resume: {path} is not a readable Optuna journal ({type(error).__name__}: "
+                          f"{error}); the study's record of what has run is lost, start it under a new "
+                          f"--name") from None
 
 
 def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:

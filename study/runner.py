@@ -32,6 +32,7 @@ import pandas as pd
 
 from kd.config import ConfigError
 from study.config import StudyConfig, check_storage_writable
+from study.ledger import LEDGER_FILE, check_ledger_readable
 from study.summary import COLUMNS, build_summary
 from study.teachers import count_model, write_json
 
@@ -73,10 +74,15 @@ class Study:
         if resume and not (self.exp_dir / "study.json").is_file():
             raise ConfigError(f"name: {self.name!r} cannot be resumed; {self.exp_dir} holds no study")
         if resume:
-            saved = json.loads((self.exp_dir / "study.json").read_text())["config"]
+            try:
+                saved = json.loads((self.exp_dir / "study.json").read_text())["config"]
+            except (ValueError, KeyError) as error:
+                raise ConfigError(f"--resume: {self.exp_dir / 'study.json'} is not a study record "
+                                  f"({type(error).__name__}: {error})") from None
             if saved != self.config.to_dict():
                 changed = sorted(k for k in saved if saved[k] != self.config.to_dict().get(k))
                 raise ConfigError(f"--resume: the configuration differs from the saved one in {changed}")
+            check_ledger_readable(self.exp_dir / LEDGER_FILE)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
 
     def write_info(self, status: str, **extra: Any) -> None:
