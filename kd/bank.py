@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from kd.checkpoints import CorruptCheckpointError, _sha256, is_hf_reference
+from kd.checkpoints import HF_PREFIX, CorruptCheckpointError, _sha256, is_hf_reference
 from kd.config import ConfigError, TrainConfig
 from kd.data import Data, dataset_info, load_data
 from kd.runtime import autocast_for, load_teacher
@@ -195,7 +195,7 @@ def teacher_fingerprint(teacher_path: str | Path) -> str:
     modification time (hashing gigabytes of weights in every trial would cost seconds)."""
     if not is_hf_reference(teacher_path):
         return _sha256(Path(teacher_path))
-    source = Path(str(teacher_path)[3:]).expanduser()
+    source = Path(str(teacher_path).removeprefix(HF_PREFIX)).expanduser()
     files = sorted((str(p.relative_to(source)), p.stat().st_size, p.stat().st_mtime_ns)
                    for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
     return hashlib.sha256(json.dumps([str(teacher_path), files]).encode()).hexdigest()

@@ -19,9 +19,9 @@ STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
 @pytest.fixture
 def make_cell(tmp_path):
-    def make(method, epochs, grace=2, trials=4):
+    def make(method, epochs, grace=2, trials=4, pruner="asha"):
         study = StudyConfig.preset("smoke").replace(students=["cnn1d_8"], methods=[method], trials_per_cell=trials,
-                                                    epochs=epochs, pruner="asha", grace_epochs=grace,
+                                                    epochs=epochs, pruner=pruner, grace_epochs=grace,
                                                     reduction_factor=2)
         teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
         teachers.folder.mkdir(parents=True)
@@ -121,3 +121,18 @@ def test_a_poor_annealing_phase_2_is_pruned_against_phase_2_peers(make_cell):
     poor = feed(planner, pruner, "t3", results(LONG[:8] + [30] * 4, phase1_temperatures=[4, 4, 3, 3, 2, 2, 1, 1]))
     assert poor == [CONTINUE] * 9 + [STOP]
     assert states(planner, "cnn1d_8-annealing")[3] == "PRUNED"
+
+
+def test_the_median_pruner_stops_a_trial_below_the_median_only_at_decision_steps(make_cell):
+    # smoke: 2 start-up trials; decisions at final-phase epochs 2, 4 and 8
+    planner, pruner = make_cell("ce", epochs=8, grace=2, pruner="median")
+    for i in range(5):
+        planner.suggest(f"t{i}")
+    assert STOP not in feed(planner, pruner, "t0", results([50.0] * 8))
+    assert STOP not in feed(planner, pruner, "t1", results([60.0] * 8))
+    # above the median of the two before it (55) at every decision step: runs to the end
+    assert STOP not in feed(planner, pruner, "t2", results([56, 56, 56, 58, 58, 58, 58, 59]))
+    # above the median of 50, 60, 56 at epoch 2, below that of 50, 60, 58 at epoch 4: stopped there
+    assert feed(planner, pruner, "t3", results([57.0] * 8)) == [CONTINUE] * 3 + [STOP]
+    assert states(planner, "cnn1d_8-ce")[:4] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    assert list(planner.ledger.trials("cnn1d_8-ce")[3].intermediate_values) == [2, 4]
