@@ -8,14 +8,21 @@ stage_epochs still leaves the minimum phase-2 length inside the budget.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kd.config import ConfigError
 
-if TYPE_CHECKING:  # study.config imports this module (its check builds corner_params)
-    from study.config import StudyConfig
-
 LOG_SCALE = {"lr", "weight_decay"}  # the range convention's log-uniform parameters
+
+
+
+class Ranges(Protocol):
+    """What a space needs of a study (study.config.StudyConfig is one; it imports this
+    module to check its corners, so this module names only what it uses)."""
+    epochs: int
+
+    def search_space(self, method: str) -> dict[str, Any]: ...
+
 
 # Keys of the ranges that are not TrainConfig fields but shape the space.
 _DERIVED = {"min_phase2_epochs", "psi_fraction"}
@@ -32,7 +39,7 @@ def _suggest(trial, name: str, spec: Any) -> Any:
     return trial.suggest_categorical(name, spec)
 
 
-def _to_train_params(study: StudyConfig, values: dict[str, Any]) -> dict[str, Any]:
+def _to_train_params(study: Ranges, values: dict[str, Any]) -> dict[str, Any]:
     params = {k: v for k, v in values.items() if k not in _DERIVED}
     if "psi_fraction" in values:  # continuation: psi ramps over a fraction of the budget
         params["psi_epochs"] = max(1, round(values["psi_fraction"] * study.epochs))
@@ -42,7 +49,7 @@ def _to_train_params(study: StudyConfig, values: dict[str, Any]) -> dict[str, An
 class MethodSpace:
     """The define-by-run function of one cell (a class, not a closure: Tune pickles it)."""
 
-    def __init__(self, study: StudyConfig, method: str):
+    def __init__(self, study: Ranges, method: str):
         self.study = study
         self.ranges = study.search_space(method)
 
@@ -52,7 +59,7 @@ class MethodSpace:
         return _to_train_params(self.study, values)
 
 
-def corner_params(study: StudyConfig, method: str, pick=max) -> dict[str, Any]:
+def corner_params(study: Ranges, method: str, pick=max) -> dict[str, Any]:
     """One corner of the space: with max, the most demanding schedule the search can ask
     for; with min, the smallest values (a zero or negative learning rate shows up here)."""
     values = {}

@@ -1,8 +1,8 @@
 """The import graph of kd/, study/ and analysis/: no cycles, and kd/ stays free of Ray.
 
-Read from the source with `ast`, nothing is imported. Imports inside functions count: a
-lazy import only hides a cycle until the function runs. Imports under `if TYPE_CHECKING:`
-do not: they never run.
+Read from the source with `ast`, nothing is imported. Every import counts: one inside a
+function only hides a cycle until the function runs, and one under `if TYPE_CHECKING:` ties
+the modules together for every reader and type checker.
 """
 import ast
 from pathlib import Path
@@ -21,22 +21,13 @@ def module_files() -> dict[str, Path]:
     return files
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
-            or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, int]]:
-    """(absolute module name, line) of every import that can run, at any depth. For
+    """(absolute module name, line) of every import, at any depth. For
     `from x import y` both x and x.y are given: y may be a submodule."""
     found = []
     package = module if is_package else module.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
