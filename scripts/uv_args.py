@@ -17,15 +17,14 @@ OPTIONS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
 
 
 def uv_args(pip_config: str) -> list[str]:
-    args: list[str] = []
+    pairs: list[tuple[str, str]] = []  # (option, value) in pip's order, each once
     for line in pip_config.splitlines():
         key, _, value = line.partition("=")
         option = OPTIONS.get(key.rpartition(".")[2])
         for item in shlex.split(value) if option else []:
-            for part in item.split():
-                if [option, part] not in [args[i:i + 2] for i in range(0, len(args), 2)]:
-                    args += [option, part]
-    if any(a == "--extra-index-url" for a in args):
+            pairs += [(option, part) for part in item.split() if (option, part) not in pairs]
+    args = [word for pair in pairs for word in pair]
+    if "--extra-index-url" in args:
         # pip picks the best version across every index; uv's default stops at the first
         # index that has the package at all
         args += ["--index-strategy", "unsafe-best-match"]

@@ -216,8 +216,8 @@ class StudyConfig:
             fail("confirm_seeds", "it must be >= 1 when confirm_top is set")
         if self.max_seeds >= CONFIRM_SEED_OFFSET:
             fail("rerun_max_seeds" if self.rerun_max_seeds is not None else "rerun_seeds",
-                 f"it must be < {CONFIRM_SEED_OFFSET} (seeds from study seed + {CONFIRM_SEED_OFFSET + 1} "
-                 f"confirm configurations)")
+                 f"it must be < {CONFIRM_SEED_OFFSET} (from study seed + {CONFIRM_SEED_OFFSET + 1} on, "
+                 f"seeds confirm configurations)")
         if self.rerun_max_seeds is not None and self.rerun_max_seeds < self.rerun_seeds:
             fail("rerun_max_seeds", f"it must be >= rerun_seeds ({self.rerun_seeds})")
         if not self.rerun_target > 0:

@@ -228,8 +228,7 @@ class StudyPlanner(Searcher):
     def candidates(self, completed: list) -> list:
         """The configurations confirmed with more seeds: the cell's confirm_top best completed
         search trials (the first on ties)."""
-        ranked = sorted(completed, key=lambda t: (-t.value, t.number))
-        return ranked[:self.config.confirm_top]
+        return ranked(completed)[:self.config.confirm_top]
 
     def selected(self, cell: str, completed: list) -> dict | None:
         """The configuration the cell's headline re-runs use (None: not chosen yet). Without
@@ -241,7 +240,7 @@ class StudyPlanner(Searcher):
         if not completed:
             return None
         if not self.config.confirm_top:
-            return self.params_of(max(completed, key=lambda t: t.value))  # the first on ties
+            return self.params_of(ranked(completed)[0])
         confirms: dict[str, list] = {}
         for t in self.reruns(cell):
             if t.user_attrs.get("stage") == "confirm":
@@ -249,12 +248,13 @@ class StudyPlanner(Searcher):
         ranking = []
         for rank, candidate in enumerate(self.candidates(completed)):
             runs = confirms.get(candidate.user_attrs["params"], [])
-            if {t.user_attrs["seed"] for t in runs if t.state in FINISHED_STATES} < set(self.config.confirm_seed_list):
+            if not set(self.config.confirm_seed_list) <= {t.user_attrs["seed"] for t in runs
+                                                           if t.state in FINISHED_STATES}:
                 return None
             values = [candidate.value] + [t.value for t in runs if t.state == TrialState.COMPLETE]
-            failures = sum(t.state != TrialState.COMPLETE for t in runs)
-            ranking.append((failures, -sum(values) / len(values), rank, candidate))
-        return self.params_of(min(ranking, key=lambda r: r[:3])[3])
+            failures = sum(t.state == TrialState.FAIL for t in runs)
+            ranking.append((failures, -sum(values) / len(values), rank))
+        return self.params_of(self.candidates(completed)[min(ranking)[2]])
 
     def params_of(self, trial) -> dict:
         return json.loads(trial.user_attrs["params"])
@@ -314,6 +314,11 @@ class StudyPlanner(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+
+def ranked(completed: list) -> list:
+    """Completed search trials, best validation score first (the first trial on ties)."""
+    return sorted(completed, key=lambda t: (-t.value, t.number))
 
 
 def trials_by_number(trials) -> dict:

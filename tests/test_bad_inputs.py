@@ -96,7 +96,7 @@ def smoke_with(changes: dict) -> dict:
     return values
 
 
-def refuse(args: list[str], capsys, storage: Path) -> str:
+def refuse(args: list[str], capsys) -> str:
     code = run_study.main(args)
     err = capsys.readouterr().err
     assert code == 2, err
@@ -109,7 +109,7 @@ def test_a_bad_study_file_is_refused_before_ray(tmp_path, capsys, changes, messa
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(smoke_with(changes)))
     storage = tmp_path / "runs"
-    err = refuse(["run", "--config", str(path), "--storage", str(storage)], capsys, storage)
+    err = refuse(["run", "--config", str(path), "--storage", str(storage)], capsys)
     assert message in err
     assert not storage.exists() or not any(storage.iterdir())
 
@@ -160,7 +160,7 @@ BAD_FILES = [
 
 @pytest.mark.parametrize("case, message", BAD_FILES, ids=[row[0] for row in BAD_FILES])
 def test_a_bad_file_or_resume_is_refused_before_ray(tmp_path, capsys, case, message):
-    err = refuse(broken_files(case, tmp_path), capsys, tmp_path / "runs")
+    err = refuse(broken_files(case, tmp_path), capsys)
     assert message in err
 
 
