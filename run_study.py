@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import main_report
 
-    return main_report(args.exp_dir, args.out, args.compare)
+    return main_report(args.exp_dir, args.out, args.compare, args.figures)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("exp_dir", help="experiment directory (<storage>/<name>)")
     report.add_argument("--out", help="output folder (default: EXP_DIR/report)")
     report.add_argument("--compare", help="a second experiment directory, shown side by side")
+    report.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                        help="draw the figures (--no-figures: tables and text only, in seconds)")
     report.set_defaults(run=cmd_report)
     return parser
 

@@ -19,6 +19,7 @@ from analysis import ExperimentError, load_experiment, write_report
 from analysis import figures, protocol, published, tables
 from analysis.report import main_report, pm
 from analysis_fixtures import make_partial, write_synthetic_experiment
+import run_study
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STUDENTS = ("resnet8", "resnet20")
@@ -381,7 +382,7 @@ def test_partial_experiment_loads_and_reports_what_is_missing(exp_dir, tmp_path,
     assert gap.loc[("annealing", "resnet20"), "source"] == "search"
     assert (gap.drop(index=("annealing", "resnet20"))["source"] == "rerun").all()
 
-    assert main_report(copy, tmp_path / "out", None) == 0
+    assert main_report(copy, tmp_path / "out", None, figures_too=False) == 0
     printed = capsys.readouterr().out
     assert str(tmp_path / "out" / "report.md") in printed
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
@@ -405,10 +406,12 @@ def test_a_study_without_trials_yet_still_reports(exp_dir, tmp_path):
     assert all(p.is_file() for p in paths.values())
 
 
-def test_default_out_dir_is_inside_the_experiment(exp_dir, tmp_path):
+def test_default_out_dir_is_inside_the_experiment_and_figures_can_be_left_out(exp_dir, tmp_path, capsys):
     copy = shutil.copytree(exp_dir, tmp_path / "defaults")
-    paths = write_report(copy)
-    assert paths["report.md"] == copy / "report" / "report.md" and paths["report.html"].is_file()
+    assert run_study.main(["report", str(copy), "--no-figures"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"report: {copy / 'report' / 'report.html'}")
+    md = (copy / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Verdict" in md and "![" not in md and not list((copy / "report").glob("*.png"))
 
 
 def test_mean_std_format():

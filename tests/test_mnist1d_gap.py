@@ -1,8 +1,11 @@
 """The default MNIST-1D ladder spans a real capacity gap (issue 2's acceptance check)."""
+import pytest
+
 from kd import TeacherStore, TrainConfig, build_model, count_parameters, train
 from kd.store import teacher_config
 
 
+@pytest.mark.slow  # two 60-epoch trainings: a minute on 2 cores
 def test_default_teacher_and_smallest_student(tmp_path):
     cfg = TrainConfig(model="mlp1d_8", teacher="cnn1d_64", method="ce", epochs=60)  # the defaults
     store = TeacherStore(tmp_path)

@@ -146,7 +146,7 @@ def test_paper_comparison_covers_the_distilroberta_rows(glue_experiment):
 
 
 def test_multi_task_report_has_per_task_tables_with_metric_names(glue_experiment, tmp_path):
-    paths = write_report(glue_experiment, tmp_path / "report")
+    paths = write_report(glue_experiment, tmp_path / "report", figures_too=False)
     md = paths["report.md"].read_text(encoding="utf-8")
     assert "## GLUE overview" in md
     for label in ("CoLA (MCC)", "MRPC (F1)", "STS-B (Pearson)", "SST-2 (Accuracy)", "| Average |"):
@@ -156,12 +156,23 @@ def test_multi_task_report_has_per_task_tables_with_metric_names(glue_experiment
     assert "test MCC ×100 (mean ± std)" in md and "Spearman ×100" in md and "Accuracy (mismatched) ×100" in md
     assert "paper_comparison.csv" in str(paths) and "task_metrics_glue-cola.csv" in {p.name for p in paths.values()}
     assert md.count("distilroberta-base") > 8
-    assert (tmp_path / "report" / "gap_curve_glue-rte.png").is_file()
+    assert "![" not in md and not list((tmp_path / "report").glob("*.png"))  # tables and text only
     # compared with another GLUE study: joined per task, never across tasks
-    compared = write_report(glue_experiment, tmp_path / "compare", compare=glue_experiment)
+    compared = write_report(glue_experiment, tmp_path / "compare", compare=glue_experiment, figures_too=False)
     joined = pd.read_csv(compared["compare_gap_table.csv"])
     assert len(joined) == 8 * 5 and set(joined["dataset"]) == {f"glue-{t}" for t in GLUE}
     assert (joined.filter(like="difference").iloc[:, 0] == 0).all()
+
+
+@pytest.mark.slow  # 40 figures: a minute and a half on 2 cores
+def test_multi_task_report_draws_every_figure_of_every_task(glue_experiment, tmp_path):
+    paths = write_report(glue_experiment, tmp_path / "report")
+    md = paths["report.md"].read_text(encoding="utf-8")
+    names = ("gap_curve", "gain_over_ce", "annealing_sensitivity", "learning_curves", "search_pruning")
+    for task in GLUE:
+        for name in names:
+            png = tmp_path / "report" / f"{name}_glue-{task}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png.name})" in md
 
 
 # ---------------------------------------------------------------------------- through Ray
