@@ -121,12 +121,54 @@ def test_divergence_raises(tiny_teacher):
         train(cfg)
 
 
-def test_teacher_is_not_changed_by_student_training(tiny_teacher):
+@pytest.mark.parametrize("method", ["annealing", "kd"])
+def test_teacher_is_not_changed_by_student_training(tiny_teacher, monkeypatch, method):
+    """The teacher the run holds in memory (live, no bank), BN statistics included, ends as
+    stored: a teacher left in train mode or with gradients would drift during the run."""
     _, _, path = tiny_teacher
-    before = {k: v.clone() for k, v in load_model(path).state_dict().items()}
-    train(annealing_cfg(path, epochs=3))
-    after = load_model(path).state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    stored = {k: v.clone() for k, v in load_model(path).state_dict().items()}
+    held = []
+
+    def keep(*args, **kwargs):
+        held.append(real_load_teacher(*args, **kwargs))
+        return held[-1]
+
+    real_load_teacher = train_module.load_teacher
+    monkeypatch.setattr(train_module, "load_teacher", keep)
+    extra = {"epochs": 3} if method == "annealing" else {"method": "kd", "epochs": 2, "tau_max": 10}
+    train(annealing_cfg(path, teacher_bank=False, **extra))
+    (teacher,) = held
+    assert any("running_mean" in k for k in stored)  # the teacher has BN statistics to lose
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    after = teacher.model.state_dict()
+    assert all(torch.equal(stored[k], after[k]) for k in stored)
+    teacher.train()  # frozen whatever callers do
+    assert not teacher.training and not teacher.model.training
+
+
+def test_checkpoint_is_selected_on_validation_where_the_best_test_epoch_is_another(monkeypatch):
+    """Scores scripted per epoch: validation peaks at epoch 2, test at epoch 3. The run reports
+    epoch 2's test score and returns epoch 2's weights; the paper protocol picks epoch 3."""
+    val, test = [50.0, 70.0, 60.0, 65.0], [80.0, 55.0, 90.0, 60.0]
+
+    def run(**kw):
+        calls, weights = iter(range(4)), []
+
+        def scripted(model, data, autocast):
+            i = next(calls)
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            return {"val_accuracy": val[i], "test_accuracy": test[i]}
+
+        monkeypatch.setattr(train_module, "scores", scripted)
+        return train(TrainConfig.from_dict({**SMALL, "method": "ce", "epochs": 4, **kw})), weights
+
+    result, weights = run()
+    assert (result["best_val_acc"], result["test_acc"], result["selected_epoch"]) == (70.0, 55.0, 2)
+    assert result["metrics"] == {"test_accuracy": 55.0} and result["selection"] == "validation"
+    assert all(torch.equal(result["state_dict"][k], weights[1][k]) for k in weights[1])
+    assert not all(torch.equal(result["state_dict"][k], weights[3][k]) for k in weights[3])
+    paper, _ = run(paper_protocol=True)
+    assert (paper["test_acc"], paper["selected_epoch"], paper["selection"]) == (90.0, 3, "test (paper protocol)")
 
 
 def test_store_trains_once_and_detects_corruption(tiny_teacher):
