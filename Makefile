@@ -7,7 +7,7 @@ EXPERIMENTS ?= runs
 PRESET ?= mnist1d
 STUDY ?= $(PRESET)
 
-.PHONY: study test install demo clean
+.PHONY: study test install demo mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Mutants of the study's rules (pyproject.toml, [tool.mutmut]), each against the fast suite,
+# then the score (README, "Tests"). From scratch every time: mutmut's cache outlives test edits.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(VENV)/bin/mutmut run > mutation.log 2>&1 || (tail -40 mutation.log; exit 1)
+	$(PY) scripts/mutation_score.py
+
 # The default study (MNIST-1D, local Ray) end to end, then its report. Run again, it
 # resumes the experiment (a finished one just gets its summary and report rewritten).
 study: $(STAMP)
@@ -34,4 +41,4 @@ demo: $(STAMP)
 	$(PY) -m kd demo --store $(EXPERIMENTS)/teachers
 
 clean:
-	rm -rf $(VENV) $(EXPERIMENTS) .pytest_cache
+	rm -rf $(VENV) $(EXPERIMENTS) .pytest_cache mutants mutation.log

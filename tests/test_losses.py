@@ -18,7 +18,7 @@ def test_phi_at_the_ends_and_between():
     assert phi(1, 1) == 1.0
 
 
-@pytest.mark.parametrize("T, tau_max", [(0, 10), (11, 10), (1, 0), (2.5, 10), (True, 10)])
+@pytest.mark.parametrize("T, tau_max", [(0, 10), (11, 10), (1, 0), (2.5, 10), (True, 10), (1, 1.5), (1, True)])
 def test_phi_rejects_out_of_range(T, tau_max):
     with pytest.raises(ValueError, match="tau_max|T"):
         phi(T, tau_max)
@@ -70,6 +70,12 @@ def test_hinton_kd_hand_values():
     value = hinton_kd_loss(zs, zt, y, temperature=2.0, alpha=0.25).item()
     assert value == pytest.approx(0.75 * ce + 0.25 * 4 * kl2, abs=1e-6)
     assert value == pytest.approx(0.556208, abs=1e-5)
+    # tau = 2 with student logits (ln 4, 0): z_s / tau = (ln 2, 0), p_s = (2/3, 1/3)
+    zs4 = torch.tensor([[math.log(4.0), 0.0]])
+    kl_s = p[0] * math.log(p[0] * 1.5) + p[1] * math.log(p[1] * 3)
+    ce4 = math.log(1.25)  # -ln(4/5)
+    assert hinton_kd_loss(zs4, zt, y, temperature=2.0, alpha=0.5).item() == pytest.approx(
+        0.5 * ce4 + 0.5 * 4 * kl_s, abs=1e-6)
     # alpha = 0 is plain cross-entropy
     assert hinton_kd_loss(zs, zt, y, 4.0, 0.0).item() == pytest.approx(ce)
 
@@ -87,6 +93,9 @@ def test_continuation_hand_values():
     assert continuation_kd_loss(Z_S, Z_T, y, T=1, tau_max=2, psi=0.0, margin=4.0).item() == pytest.approx(11.0)
     # T = 2, Phi = 1/2: target equals z_s, 0 - 4 * 1/2 < 0 -> hinge 0
     assert continuation_kd_loss(Z_S, Z_T, y, T=2, tau_max=2, psi=0.0, margin=4.0).item() == 0.0
+    # T = 2, Phi = 1/2, a zero teacher: ||z_s||^2 = 5 and 25, less m Phi = 2 -> 3 and 23 -> mean 13
+    zero = torch.zeros_like(Z_T)
+    assert continuation_kd_loss(Z_S, zero, y, T=2, tau_max=2, psi=0.0, margin=4.0).item() == pytest.approx(13.0)
     # psi = 1: cross-entropy only; both rows have logit gap 1 -> CE = ln(1 + e^1) for label 0, ln(1 + e^-1) for 1
     ce = (math.log(1 + math.e) + math.log(1 + math.exp(-1))) / 2
     assert continuation_kd_loss(Z_S, Z_T, y, T=1, tau_max=2, psi=1.0, margin=4.0).item() == pytest.approx(ce)
