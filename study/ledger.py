@@ -104,9 +104,11 @@ class Ledger:
     def study(self, cell: str, kind: str = SEARCH) -> optuna.Study:
         key = (cell, kind)
         if key not in self._studies:
-            study = optuna.create_study(storage=self.storage, study_name=self.study_name(cell, kind),
-                                        direction="maximize",
-                                        load_if_exists=True)
+            try:  # load first: create_study(load_if_exists=True) appends to the journal every time
+                study = optuna.load_study(study_name=self.study_name(cell, kind), storage=self.storage)
+            except KeyError:
+                study = optuna.create_study(storage=self.storage, study_name=self.study_name(cell, kind),
+                                            direction="maximize")
             if kind == SEARCH:
                 study.sampler = make_sampler(self.config, cell, len(study.get_trials(deepcopy=False)))
                 study.pruner = make_pruner(self.config)

@@ -82,6 +82,7 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                     continue
                 attrs = trial.user_attrs
                 stage = SEARCH if kind == SEARCH else attrs["stage"]
+                # no attributes: a driver killed between Optuna's ask() and their writing
                 folder = trial_folder(str(exp_dir), {"cell": cell, "stage": stage}, attrs.get("tune_trial", ""))
                 last = _last_result(folder)
                 status = "replaced" if trial.number in replaced else STATUS[trial.state]
@@ -103,7 +104,7 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                     # test score of the checkpoint selected on validation (never the best test epoch)
                     "test_acc": last.get("selected_test_acc", math.nan),
                     **{c: last.get(f"selected_{c}", math.nan) for c in METRIC_COLUMNS},
-                    "epochs_run": int(last.get("epoch", 0) or 0), "epochs_budget": study.epochs,
+                    "epochs_run": int(last.get("epoch") or 0), "epochs_budget": study.epochs,
                     # Tune's time of the trial, less any wait for its teacher (study/trainable.py)
                     "seconds": last.get("time_total_s", math.nan) - (last.get("teacher_wait_s") or 0.0),
                     "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",

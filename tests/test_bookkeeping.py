@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from study.config import StudyConfig
 from study.ledger import RERUN, SEARCH, Ledger
 from study.search import StudyPlanner
+from study import summary as summary_module
 from study.summary import build_summary
 from study.teachers import TeacherStage, write_json
 from study.trainable import FINAL_FILE, trial_folder
@@ -180,3 +181,65 @@ def test_an_interrupted_re_run_is_planned_again_and_resumes_from_its_folder(stud
     assert (again["stage"], again["seed"], again["params"]) == ("rerun", 4, rerun["params"])
     assert again["resume_from"] == str(folder)
     assert second.suggest("r1")["resume_from"] is None  # seed 5 never started: from scratch
+
+
+def test_a_row_holds_every_column_and_defaults_where_a_folder_has_nothing(tmp_path):
+    """Recorded through the ledger alone: a TAKD trial with a full folder (a line cut by a kill
+    in the middle of result.json, which a resumed trial then appended to), and trials whose
+    folders hold nothing or little, as a summary written mid-study finds them."""
+    study = StudyConfig.preset("smoke").replace(students=[STUDENT], methods=["ce", "takd"], assistant="cnn1d_16",
+                                                trials_per_cell=3, pruner="none", seed=3, epochs=8)
+    ledger = Ledger(study, tmp_path, "book")
+    takd, ce = f"{STUDENT}-takd", CELL
+
+    def record(cell, method, tune_trial, state, value=None):
+        number, params, _ = ledger.ask_search(cell, method, tune_trial)
+        if state != TrialState.RUNNING:
+            ledger.tell(cell, SEARCH, number, state, value)
+        return params, trial_folder(str(tmp_path), {"cell": cell, "stage": SEARCH}, tune_trial)
+
+    params, folder = record(takd, "takd", "k1", TrialState.COMPLETE, 71.0)
+    folder.mkdir(parents=True)
+    rows = [epoch_row(7, 70.0, 60.0, 60.0), epoch_row(8, 71.0, 62.0, 64.0, True, teacher_wait_s=None)]
+    (folder / "result.json").write_text(json.dumps(rows[0]) + "\n" + '{"epoch": 8, "best_va\n' + json.dumps(rows[1]) + "\n")
+    (folder / FINAL_FILE).write_text(json.dumps(epoch_row(8, 99.0, 99.0, 99.0, True)))  # Tune's record wins
+    _, pruned_folder = record(ce, "ce", "c1", TrialState.PRUNED)
+    _, failed_folder = record(ce, "ce", "c2", TrialState.FAIL)
+    failed_folder.mkdir(parents=True)
+    (failed_folder / "error.txt").write_text("")  # an error file the kill left empty
+    _, long_folder = record(ce, "ce", "c3", TrialState.FAIL)
+    long_folder.mkdir(parents=True)
+    (long_folder / "error.txt").write_text("Traceback\n  File x\nValueError: " + "v" * 400 + "\n")
+    ledger.study(ce).ask()  # a driver killed between Optuna's ask() and writing the trial's attributes
+    before = (tmp_path / "optuna-journal.log").read_bytes()
+
+    summary = build_summary(tmp_path, study, "book", pd.DataFrame(columns=["role"]), {**PARAMS, "cnn1d_16": 9_000})
+    assert (tmp_path / "optuna-journal.log").read_bytes() == before  # a summary never writes to the ledger
+    assert list(summary.columns) == list(summary_module.COLUMNS)
+    assert list(summary.cell) == [ce] * 4 + [takd]  # the study's cells in order, each in ledger order
+    row = summary.iloc[4].to_dict()
+    expected = {
+        "trial_id": "k1", "optuna_trial": 0, "stage": "search", "cell": takd, "dataset": "mnist1d",
+        "method": "takd", "teacher": study.teacher, "student": STUDENT, "assistant": "cnn1d_16",
+        "teacher_params": 40_000, "student_params": 400, "capacity_ratio": 100.0, "seed": 3,
+        "config": json.dumps(params, sort_keys=True), "status": "completed", "reason": "", "metric": "accuracy",
+        "best_val_acc": 71.0, "test_acc": 62.0, "test_accuracy": 62.0, "epochs_run": 8, "epochs_budget": 8,
+        "seconds": 80.0, "node": "10.0.0.7/abcdef01", "trial_dir": f"trials/{takd}_search_k1", "audit": False,
+        **{p: params.get(p, math.nan) for p in summary_module.PARAM_COLUMNS}}
+    for column in summary_module.COLUMNS:
+        want = expected.get(column, math.nan)  # NaN: no teachers.csv yet, or no such metric
+        got = row[column]
+        assert (isinstance(want, float) and math.isnan(want) and math.isnan(got)) or got == want, column
+    rest = summary.iloc[:4].set_index("trial_id")
+    assert list(rest.index) == ["c1", "c2", "c3", ""] and rest.assistant.tolist() == ["", "", "", ""]
+    assert rest.reason.tolist() == ["pruned at epoch 0", "error", "ValueError: " + "v" * 288, ""]
+    assert rest.status.tolist() == ["pruned", "failed", "failed", "running"]
+    assert rest.metric.tolist() == [""] * 4 and rest.node.tolist() == ["/"] * 4
+    assert rest.epochs_run.tolist() == [0] * 4 and rest.config.tolist()[-1] == "{}"
+    assert rest[["best_val_acc", "test_acc", "test_accuracy", "seconds"]].isna().all().all()
+
+
+def test_a_study_without_a_ledger_has_an_empty_summary_with_every_column(study, tmp_path):
+    summary = build_summary(tmp_path, study, "book", TEACHERS, PARAMS)
+    assert summary.empty and list(summary.columns) == list(summary_module.COLUMNS)
+    assert not (tmp_path / "optuna-journal.log").exists()
