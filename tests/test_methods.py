@@ -1,4 +1,6 @@
 """Every registered method: its phases, its named losses, one forward/backward."""
+import math
+
 import pytest
 import torch
 
@@ -116,3 +118,44 @@ def test_bad_values_name_their_field(changes, field):
 def test_unknown_key_is_rejected():
     with pytest.raises(ConfigError, match="unknown config key.*'tau'"):
         TrainConfig.from_dict({"tau": 3})
+
+
+@pytest.mark.parametrize("method, names", [("ce", ["train"]), ("kd", ["train"]), ("takd", ["train"]),
+                                           ("continuation", ["train"]), ("annealing", ["anneal", "finetune"])])
+def test_phases_are_named_and_contexts_say_where_they_are(method, names):
+    m = build_method(config(method))
+    assert [p.name for p in m.phases()] == names
+    for index, phase in enumerate(m.phases(), start=1):
+        for epoch in (0, phase.epochs - 1):
+            ctx = m.context(index, epoch)
+            assert (ctx.phase, ctx.phase_epoch) == (index, epoch)
+            if ctx.T is not None:
+                assert ctx.phi == pytest.approx(1.0 - (ctx.T - 1) / 3)  # tau_max 3
+
+
+def test_continuation_terms_are_psi_weighted_ce_and_hinge():
+    """Z_S = [[1, 2], [3, 4]], Z_T = 2 Z_S, T = 1 (Phi = 1), m = 4: hinges 1 and 21, mean 11;
+    labels (0, 1): CE = (ln(1 + e) + ln(1 + e^-1)) / 2."""
+    zs, zt, y = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[2.0, 4.0], [6.0, 8.0]]), torch.tensor([0, 1])
+    m = build_method(config("continuation", margin=4.0))
+    terms = m.losses(zs, zt, y, EpochContext(1, 0, T=1, phi=1.0, psi=0.25))
+    ce = (math.log(1 + math.e) + math.log(1 + math.exp(-1))) / 2
+    assert set(terms) == {"ce", "hinge"}
+    assert terms["ce"].item() == pytest.approx(0.25 * ce) and terms["hinge"].item() == pytest.approx(0.75 * 11.0)
+
+
+@pytest.mark.parametrize("changes, refusal", [
+    ({"tau_max": 1}, None), ({"tau_max": 10}, None), ({"psi_epochs": 1}, None), ({"psi_epochs": 10}, None),
+    ({"tau_max": 0}, "tau_max: 0 is not allowed; it must be an integer >= 1"),
+    ({"tau_max": 11}, "tau_max: 11 is not allowed; continuation steps T down every floor(epochs / tau_max) "
+                      "epochs, so tau_max must be <= epochs=10"),
+    ({"psi_epochs": 0}, "psi_epochs: 0 is not allowed; it must lie in [1, epochs=10]"),
+    ({"psi_epochs": 11}, "psi_epochs: 11 is not allowed; it must lie in [1, epochs=10]")])
+def test_continuation_bounds(changes, refusal):
+    field = next(iter(changes))
+    if refusal is None:
+        assert getattr(config("continuation", **changes), field) == changes[field]
+    else:
+        with pytest.raises(ConfigError) as refused:
+            config("continuation", **changes)
+        assert str(refused.value) == refusal
