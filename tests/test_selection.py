@@ -9,7 +9,7 @@ import pytest
 from kd.config import ConfigError
 from study.config import StudyConfig
 from study.ledger import Ledger
-from study.search import StudyPlanner
+from study.search import StudyPlanner, half_width
 from study.teachers import TeacherStage
 
 CELL = "mlp1d_8-ce"
@@ -18,8 +18,8 @@ CELL = "mlp1d_8-ce"
 @pytest.fixture
 def make_planner(tmp_path):
     def make(**changes):
-        study = StudyConfig.preset("smoke").replace(students=["mlp1d_8"], methods=["ce"], trials_per_cell=4,
-                                                    rerun_seeds=3, pruner="none", seed=7, **changes)
+        study = StudyConfig.preset("smoke").replace(**{"students": ["mlp1d_8"], "methods": ["ce"], "trials_per_cell": 4,
+                                                       "rerun_seeds": 3, "pruner": "none", "seed": 7, **changes})
         teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
         return StudyPlanner(study, Ledger(study, tmp_path, "selection"), tmp_path, teachers)
     return make
@@ -105,3 +105,39 @@ def test_the_report_names_the_configuration_the_re_runs_used_not_the_best_single
         "config": ['{"lr": 0.9}', '{"lr": 0.3}', '{"lr": 0.1}', '{"lr": 0.3}', '{"lr": 0.3}']})
     assert best_search_trial(group)["trial_id"] == "b"       # confirmed on more seeds, re-run
     assert best_search_trial(group.iloc[:3])["trial_id"] == "a"  # before any re-run: best validation
+
+
+def test_half_width_of_the_95_percent_t_interval_by_hand():
+    # mean 2, sample sd 1, t(0.975, 2 dof) = 4.302653: 4.302653 / sqrt(3)
+    assert half_width([1.0, 2.0, 3.0]) == pytest.approx(2.484138, abs=1e-6)
+    # sd 2 over 4 values, t(0.975, 3) = 3.182446: 3.182446 * 2 / 2
+    assert half_width([0.0, 0.0, 4.0, 4.0]) == pytest.approx(3.675, abs=1e-3)
+
+
+def rerun_round(planner, prefix, values):
+    """Runs every re-run the planner has now, with these validation scores; returns their seeds."""
+    runs = suggest_all(planner, prefix)
+    for i, value in enumerate(values[:len(runs)]):
+        finish(planner, f"{prefix}{i}", value)
+    return [r["seed"] for r in runs]
+
+
+def test_a_wide_interval_tops_up_seeds_in_steps_until_the_maximum(make_planner):
+    planner = make_planner(confirm_top=0, rerun_seeds=2, rerun_max_seeds=5, rerun_target=1.0)
+    search(planner, [60.0, 70.0, 65.0, 50.0])
+    assert planner.planned_seeds("mlp1d_8") == 2
+    assert rerun_round(planner, "a", [60.0, 66.0]) == [8, 9]  # study seed 7 + 1, + 2
+    # 60 and 66: half-width 38: two more seeds, then one (the maximum is 5)
+    assert rerun_round(planner, "b", [62.0, 64.0]) == [10, 11] and planner.planned_seeds("mlp1d_8") == 4
+    assert rerun_round(planner, "c", [63.0]) == [12] and planner.planned_seeds("mlp1d_8") == 5
+    assert not planner.top_up("mlp1d_8") and planner.reruns_finished("mlp1d_8") and suggest_all(planner, "d") == []
+
+
+def test_a_narrow_interval_keeps_the_planned_seeds(make_planner):
+    planner = make_planner(confirm_top=0, rerun_seeds=3, rerun_max_seeds=9, rerun_target=1.0, audit_pruned=1)
+    search(planner, [60.0, 70.0, 65.0, 50.0])
+    assert rerun_round(planner, "a", [64.0, 64.2, 64.1]) == [8, 9, 10]  # half-width 0.25 < 1.0
+    assert not planner.top_up("mlp1d_8") and planner.planned_seeds("mlp1d_8") == 3
+    assert planner.reruns_finished("mlp1d_8") and suggest_all(planner, "b") == []
+    # Tune's bound: twice (replacements) 1 cell x (4 search + 9 seeds + 1 audit + 0 confirmations)
+    assert planner.max_trials() == 2 * 1 * (4 + 9 + 1 + 0)
