@@ -243,3 +243,24 @@ def test_a_study_without_a_ledger_has_an_empty_summary_with_every_column(study, 
     summary = build_summary(tmp_path, study, "book", TEACHERS, PARAMS)
     assert summary.empty and list(summary.columns) == list(summary_module.COLUMNS)
     assert not (tmp_path / "optuna-journal.log").exists()
+
+
+def test_cells_that_wait_for_a_teacher_start_after_the_ready_ones_and_name_their_row_files(tmp_path):
+    """While the teacher and assistant train, CE searches first; then a teacher-waiting cell's
+    search trial starts anyway (it waits inside its trial, README "The default study"), the
+    cell with the fewest trials first, and names the row files it waits for."""
+    study = StudyConfig.preset("smoke").replace(students=[STUDENT], methods=["ce", "kd", "takd"], assistant="cnn1d_16",
+                                                trials_per_cell=2, pruner="none", seed=3, epochs=8)
+    teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
+    planner = StudyPlanner(study, Ledger(study, tmp_path, "book"), tmp_path, teachers)
+    runs = [planner.suggest(f"t{i}") for i in range(6)]
+    assert [r["cell"] for r in runs] == [CELL, CELL, f"{STUDENT}-kd", f"{STUDENT}-takd", f"{STUDENT}-kd",
+                                         f"{STUDENT}-takd"]
+    rows = {name: str(teachers.row_file(name)) for name in ("teacher", "assistant")}
+    assert runs[0] == {"cell": CELL, "student": STUDENT, "method": "ce", "stage": "search", "seed": 3,
+                       "optuna_trial": 0, "params": runs[0]["params"], "teacher_rows": {}, "resume_from": None}
+    assert set(runs[0]["params"]) == {"lr", "weight_decay"}
+    assert runs[2]["teacher_rows"] == {"teacher_checkpoint": rows["teacher"]}
+    assert runs[3]["teacher_rows"] == {"assistant_checkpoint": rows["assistant"], "teacher_checkpoint": rows["teacher"]}
+    assert [r["optuna_trial"] for r in runs] == [0, 1, 0, 0, 1, 1]
+    assert planner.suggest("t6") is None  # every search trial started: nothing until one ends
