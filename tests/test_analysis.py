@@ -418,3 +418,10 @@ def test_mean_std_format():
     assert pm(63.1, 0.45) == "63.10 ± 0.45"
     assert pm(63.1, float("nan")) == "63.10"
     assert pm(float("nan"), 1.0) == "–"
+
+
+def test_first_value_skips_empty_and_missing_entries():
+    assert tables.first_value(pd.Series(["", None, "cnn1d_32", "resnet56"])) == "cnn1d_32"
+    assert tables.first_value(pd.Series([float("nan"), 7])) == "7.0"
+    assert tables.first_value(pd.Series(["", None], dtype=object)) == ""
+    assert tables.first_value(pd.Series([], dtype=object)) == ""

@@ -141,3 +141,12 @@ def test_a_narrow_interval_keeps_the_planned_seeds(make_planner):
     assert planner.reruns_finished("mlp1d_8") and suggest_all(planner, "b") == []
     # Tune's bound: twice (replacements) 1 cell x (4 search + 9 seeds + 1 audit + 0 confirmations)
     assert planner.max_trials() == 2 * 1 * (4 + 9 + 1 + 0)
+
+
+def test_tune_checkpoints_of_the_planner_hold_nothing_the_ledger_does_not(make_planner, tmp_path):
+    planner = make_planner()
+    path = tmp_path / "searcher.json"
+    planner.save(str(path))
+    assert path.read_text() == "{}"
+    planner.restore(str(path))  # a new session starts from the ledger, not from this file
+    assert planner.set_search_properties("best_val_acc", "max", {}) is True
