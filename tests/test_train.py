@@ -1,11 +1,12 @@
 """train(): reports, phases, checkpoint selection, exact resume, divergence, teacher store."""
 import json
+import math
 
 import pytest
 import torch
 
 import importlib
-from kd import CorruptCheckpointError, DivergedError, TrainConfig, train
+from kd import ConfigError, CorruptCheckpointError, DivergedError, TrainConfig, train
 from kd.checkpoints import load_model
 from kd.store import teacher_config
 
@@ -213,3 +214,67 @@ def test_grad_clip_bounds_every_step():
     assert max(val_curve(base)) > max(frozen) + 5
     with pytest.raises(Exception, match="grad_clip: 0.0 is not allowed"):
         base.replace(grad_clip=0.0).validate()
+
+
+def lrs(cfg, epochs, steps_per_epoch=1, model=None):
+    """The lr of every step of a phase under make_optimizer's schedule."""
+    model = model or torch.nn.Linear(2, 2)
+    optimizer, scheduler = train_module.make_optimizer(cfg, model, epochs, steps_per_epoch)
+    seen = []
+    for _ in range(epochs * steps_per_epoch):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_step_schedule_is_x01_at_half_and_x001_at_three_quarters_of_the_phase():
+    cfg = TrainConfig(lr=0.5, lr_schedule="step")
+    assert lrs(cfg, 8) == pytest.approx([0.5] * 4 + [0.05] * 2 + [0.005] * 2)
+    assert lrs(cfg, 10) == pytest.approx([0.5] * 5 + [0.05] * 2 + [0.005] * 3)  # int(7.5) = 7
+
+
+def test_cosine_schedule_runs_half_a_cosine_over_the_phase():
+    cfg = TrainConfig(lr=0.4, lr_schedule="cosine")
+    assert lrs(cfg, 4) == pytest.approx([0.4 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    factor = train_module.linear_warmup_decay(total_steps=10, warmup_steps=2)
+    assert [factor(s) for s in range(11)] == pytest.approx([0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0])
+    assert train_module.linear_warmup_decay(total_steps=2, warmup_steps=1)(1) == 1.0
+    assert train_module.linear_warmup_decay(total_steps=3, warmup_steps=0)(0) == 1.0
+
+
+def test_optimisers_and_where_weight_decay_applies():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    adamw = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.01, lr_schedule="linear")
+    optimizer, _ = train_module.make_optimizer(adamw, model, 2, 3)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decayed, plain = optimizer.param_groups
+    # decay on the matrix only; biases and the LayerNorm's weight and bias go without
+    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])] and decayed["weight_decay"] == 0.01
+    assert len(plain["params"]) == 3 and plain["weight_decay"] == 0.0
+    sgd = TrainConfig(lr=0.1, momentum=0.8, weight_decay=5e-4)
+    optimizer, _ = train_module.make_optimizer(sgd, model, 2)
+    (group,) = optimizer.param_groups
+    assert isinstance(optimizer, torch.optim.SGD) and len(group["params"]) == 4
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.8, 5e-4)
+
+
+def test_takd_distils_from_its_assistant_not_the_teacher(tiny_teacher, tmp_path, monkeypatch):
+    _, _, path = tiny_teacher
+    assistant = tmp_path / "assistant.pt"
+    assistant.write_bytes(path.read_bytes())  # same weights, another file: which one is loaded
+    loaded = []
+    real = train_module.load_teacher
+    monkeypatch.setattr(train_module, "load_teacher", lambda p, *a, **k: loaded.append(p) or real(p, *a, **k))
+    cfg = TrainConfig.from_dict({**SMALL, "method": "takd", "teacher": "cnn1d_16", "assistant": "cnn1d_16",
+                                 "teacher_checkpoint": str(path), "assistant_checkpoint": str(assistant),
+                                 "epochs": 1, "teacher_bank": False})
+    train(cfg)
+    assert loaded == [str(assistant)]
+    with pytest.raises(ConfigError, match=r"^assistant_checkpoint: None is not allowed; method takd"):
+        train(cfg.replace(assistant_checkpoint=None))
+    with pytest.raises(ConfigError, match=r"^teacher_checkpoint: None is not allowed; method kd"):
+        train(cfg.replace(method="kd", teacher_checkpoint=None))
