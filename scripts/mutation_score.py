@@ -17,6 +17,8 @@ from pathlib import Path
 
 MUTMUT = Path(sys.executable).with_name("mutmut")
 EQUIVALENTS = Path(__file__).with_name("equivalent_mutants.txt")
+# a mutant whose tests hang (an endless loop) is found out by mutmut's timeout
+DETECTED = ("killed", "timeout")
 NAME = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
 
 
@@ -54,7 +56,9 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=95.0, help="lowest score allowed (%% killed of the "
                                                                    "non-equivalent mutants)")
     args = parser.parse_args()
-    status = results()
+    everything = results()
+    status = {name: state for name, state in everything.items() if state != "not checked"}
+    unchecked = len(everything) - len(status)
     if not status:
         print("error: mutmut has no results; run `mutmut run` first", file=sys.stderr)
         return 2
@@ -64,19 +68,22 @@ def main() -> int:
     for name, state in sorted(status.items()):
         module = name.rpartition(".x")[0]
         per_module[(module, state)] += 1
-        if state == "killed":
+        if state in DETECTED:
             continue
         lines = mutated_lines(name)
         key = (function_of(name), lines[0] if lines else "")
         (equivalent if key in known and state == "survived" else unexplained).append((name, state, key))
-    killed = sum(state == "killed" for state in status.values())
+    killed = sum(state in DETECTED for state in status.values())
+    timeouts = sum(state == "timeout" for state in status.values())
     scored = len(status) - len(equivalent)
     score = 100.0 * killed / scored if scored else 100.0
     for module in sorted({m for m, _ in per_module}):
         states = {s: n for (m, s), n in per_module.items() if m == module}
         print(f"{module:22s} " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
-    print(f"\n{len(status)} mutants: {killed} killed, {len(equivalent)} equivalent "
+    print(f"\n{len(status)} mutants: {killed} killed ({timeouts} by a timeout), {len(equivalent)} equivalent "
           f"(scripts/{EQUIVALENTS.name}), {len(unexplained)} not killed")
+    if unchecked:
+        print(f"{unchecked} mutants not checked (an interrupted run): `mutmut run` goes on with them")
     for name, state, (function, line) in unexplained:
         print(f"  {state:9s} {name}: {line}")
     print(f"mutation score: {score:.1f}% of {scored} non-equivalent mutants killed (target {args.target:.0f}%)")

@@ -210,14 +210,17 @@ def test_a_row_holds_every_column_and_defaults_where_a_folder_has_nothing(tmp_pa
     _, long_folder = record(ce, "ce", "c3", TrialState.FAIL)
     long_folder.mkdir(parents=True)
     (long_folder / "error.txt").write_text("Traceback\n  File x\nValueError: " + "v" * 400 + "\n")
+    _, nan_folder = record(ce, "ce", "c4", TrialState.FAIL)
+    nan_folder.mkdir(parents=True)
+    (nan_folder / "result.json").write_text(json.dumps({"epoch": 2, "diverged": True}) + "\n")
     ledger.study(ce).ask()  # a driver killed between Optuna's ask() and writing the trial's attributes
     before = (tmp_path / "optuna-journal.log").read_bytes()
 
     summary = build_summary(tmp_path, study, "book", pd.DataFrame(columns=["role"]), {**PARAMS, "cnn1d_16": 9_000})
     assert (tmp_path / "optuna-journal.log").read_bytes() == before  # a summary never writes to the ledger
     assert list(summary.columns) == list(summary_module.COLUMNS)
-    assert list(summary.cell) == [ce] * 4 + [takd]  # the study's cells in order, each in ledger order
-    row = summary.iloc[4].to_dict()
+    assert list(summary.cell) == [ce] * 5 + [takd]  # the study's cells in order, each in ledger order
+    row = summary.iloc[5].to_dict()
     expected = {
         "trial_id": "k1", "optuna_trial": 0, "stage": "search", "cell": takd, "dataset": "mnist1d",
         "method": "takd", "teacher": study.teacher, "student": STUDENT, "assistant": "cnn1d_16",
@@ -230,12 +233,13 @@ def test_a_row_holds_every_column_and_defaults_where_a_folder_has_nothing(tmp_pa
         want = expected.get(column, math.nan)  # NaN: no teachers.csv yet, or no such metric
         got = row[column]
         assert (isinstance(want, float) and math.isnan(want) and math.isnan(got)) or got == want, column
-    rest = summary.iloc[:4].set_index("trial_id")
-    assert list(rest.index) == ["c1", "c2", "c3", ""] and rest.assistant.tolist() == ["", "", "", ""]
-    assert rest.reason.tolist() == ["pruned at epoch 0", "error", "ValueError: " + "v" * 288, ""]
-    assert rest.status.tolist() == ["pruned", "failed", "failed", "running"]
-    assert rest.metric.tolist() == [""] * 4 and rest.node.tolist() == ["/"] * 4
-    assert rest.epochs_run.tolist() == [0] * 4 and rest.config.tolist()[-1] == "{}"
+    rest = summary.iloc[:5].set_index("trial_id")
+    assert list(rest.index) == ["c1", "c2", "c3", "c4", ""] and rest.assistant.tolist() == [""] * 5
+    assert rest.reason.tolist() == ["pruned at epoch 0", "error", "ValueError: " + "v" * 288, "diverged", ""]
+    assert rest.status.tolist() == ["pruned", "failed", "failed", "failed", "running"]
+    assert rest.metric.tolist() == [""] * 5 and rest.node.tolist() == ["/"] * 5
+    assert rest.epochs_run.tolist() == [0, 0, 0, 2, 0] and rest.config.tolist()[-1] == "{}"
+    assert rest.trial_dir.tolist()[-1] == f"trials/{ce}_search_"
     assert rest[["best_val_acc", "test_acc", "test_accuracy", "seconds"]].isna().all().all()
 
 

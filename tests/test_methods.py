@@ -159,3 +159,11 @@ def test_continuation_bounds(changes, refusal):
         with pytest.raises(ConfigError) as refused:
             config("continuation", **changes)
         assert str(refused.value) == refusal
+
+
+def test_build_method_names_the_field_of_an_unknown_method():
+    import dataclasses
+    cfg = dataclasses.replace(config("ce"), method="bogus")  # past TrainConfig's own check
+    with pytest.raises(Exception) as refused:
+        build_method(cfg)
+    assert str(refused.value).startswith("method: unknown method 'bogus'; allowed: annealing, ce, continuation")

@@ -129,6 +129,8 @@ def test_a_wide_interval_tops_up_seeds_in_steps_until_the_maximum(make_planner):
     assert rerun_round(planner, "a", [60.0, 66.0]) == [8, 9]  # study seed 7 + 1, + 2
     # 60 and 66: half-width 38: two more seeds, then one (the maximum is 5)
     assert rerun_round(planner, "b", [62.0, 64.0]) == [10, 11] and planner.planned_seeds("mlp1d_8") == 4
+    resumed = make_planner(confirm_top=0, rerun_seeds=2, rerun_max_seeds=5, rerun_target=1.0)
+    assert resumed.planned_seeds("mlp1d_8") == 4  # a new session counts the seeds the ledger holds
     assert rerun_round(planner, "c", [63.0]) == [12] and planner.planned_seeds("mlp1d_8") == 5
     assert not planner.top_up("mlp1d_8") and planner.reruns_finished("mlp1d_8") and suggest_all(planner, "d") == []
 
@@ -150,3 +152,9 @@ def test_tune_checkpoints_of_the_planner_hold_nothing_the_ledger_does_not(make_p
     assert path.read_text() == "{}"
     planner.restore(str(path))  # a new session starts from the ledger, not from this file
     assert planner.set_search_properties("best_val_acc", "max", {}) is True
+
+
+def test_tunes_trial_bound_counts_every_stage_of_every_cell_twice(make_planner):
+    planner = make_planner(methods=["ce", "kd"], confirm_top=2, confirm_seeds=3, rerun_seeds=3, rerun_max_seeds=5,
+                           audit_pruned=1)
+    assert planner.max_trials() == 2 * 2 * (4 + 5 + 1 + 2 * 3)
