@@ -167,3 +167,17 @@ def test_build_method_names_the_field_of_an_unknown_method():
     with pytest.raises(Exception) as refused:
         build_method(cfg)
     assert str(refused.value).startswith("method: unknown method 'bogus'; allowed: annealing, ce, continuation")
+
+
+@pytest.mark.parametrize("changes, refusal", [
+    ({"tau_max": 0}, "tau_max: 0 is not allowed; it must be an integer >= 1"),
+    ({"stage_epochs": 0}, "stage_epochs: 0 is not allowed; it must be an integer >= 1"),
+    ({"tau_max": 3, "stage_epochs": 3, "epochs": 9},
+     "epochs: 9 is not allowed; annealing needs tau_max x stage_epochs = 3 x 3 = 9 phase-1 epochs plus at "
+     "least 1 phase-2 epoch, i.e. epochs >= 10"),
+])
+def test_annealing_bounds(changes, refusal):
+    with pytest.raises(ConfigError) as refused:
+        config("annealing", **changes)
+    assert str(refused.value) == refusal
+    assert config("annealing", tau_max=3, stage_epochs=3, epochs=10).epochs == 10  # the smallest budget allowed
