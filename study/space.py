@@ -15,7 +15,6 @@ from kd.config import ConfigError
 LOG_SCALE = {"lr", "weight_decay"}  # the range convention's log-uniform parameters
 
 
-
 class Ranges(Protocol):
     """What a space needs of a study (study.config.StudyConfig is one; it imports this
     module to check its corners, so this module names only what it uses)."""
