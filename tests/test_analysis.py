@@ -382,7 +382,8 @@ def test_partial_experiment_loads_and_reports_what_is_missing(exp_dir, tmp_path,
     assert gap.loc[("annealing", "resnet20"), "source"] == "search"
     assert (gap.drop(index=("annealing", "resnet20"))["source"] == "rerun").all()
 
-    assert main_report(copy, tmp_path / "out", None, figures_too=False) == 0
+    assert main_report(copy, tmp_path / "out", None) == 0
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes().startswith(PNG)  # a partial study draws too
     printed = capsys.readouterr().out
     assert str(tmp_path / "out" / "report.md") in printed
     md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
