@@ -313,4 +313,5 @@ def evaluate_teacher(cfg: TrainConfig) -> dict[str, Any]:
     return {"best_val_acc": found[f"val_{primary}"], "test_acc": found[f"test_{primary}"],
             "primary_metric": primary, "metrics": {k: v for k, v in found.items() if k.startswith("test_")},
             "epochs_run": 0, "seconds": time.perf_counter() - started,
-            "student_params": count_parameters(teacher)}
+            # a frozen teacher has no trainable parameters: count its model's, as train() does
+            "student_params": sum(p.numel() for p in teacher.parameters())}

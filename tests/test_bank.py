@@ -9,6 +9,7 @@ losses agree to rtol 1e-5; with the default float16 bank they agree to the round
 above carried through a few SGD steps (rtol 1e-2, checked as well).
 """
 import importlib
+import time
 from pathlib import Path
 
 import pytest
@@ -125,10 +126,12 @@ def test_training_with_bank_gives_the_live_losses(image_bank, image_teacher):
     assert seen[0]["bank_bytes"] == bank32.nbytes and "bank_bytes" not in seen[1]
     # float16 bank passed in, and the bank train() builds itself (float16): within fp16 rounding
     passed, _, _ = _epoch_losses(cfg, cifar_like(), bank=bank16)
+    called = time.perf_counter()
     built, seen_built, built_result = _epoch_losses(cfg, cifar_like())
+    whole_call = time.perf_counter() - called
     torch.testing.assert_close(torch.tensor(passed), torch.tensor(live), rtol=1e-2, atol=0)
     assert built == passed  # the same float16 bank, built in train()
-    assert built_result["bank_bytes"] == bank16.nbytes and built_result["bank_build_seconds"] > 0
+    assert built_result["bank_bytes"] == bank16.nbytes and 0 < built_result["bank_build_seconds"] < whole_call
     assert seen_built[0]["bank_build_seconds"] == built_result["bank_build_seconds"]
 
 
@@ -138,6 +141,29 @@ def test_memory_cap_falls_back_to_live_teacher(image_teacher):
     with pytest.warns(UserWarning, match=r"bank_memory_gb=1e-05.*live"):
         capped, seen, result = _epoch_losses(cfg.replace(bank_memory_gb=1e-5), cifar_like())
     assert capped == live and result["bank_bytes"] == 0 and seen[0]["bank_bytes"] == 0
+    assert result["bank_build_seconds"] == 0.0  # no bank came of it
+
+
+def test_a_resume_in_the_label_phase_builds_no_bank(image_teacher, tmp_path):
+    """Phase 2 trains on labels alone: resuming inside it must not build a bank."""
+    cfg = image_cfg(image_teacher, epochs=4)  # 2 annealing epochs, then 2 on labels
+    state = tmp_path / "state.pt"
+
+    def stop_in_phase2(m, save):
+        if m["epoch"] == 3:
+            save(state)
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        train(cfg, report=stop_in_phase2, data=cifar_like())
+    seen = []
+    resumed = train(cfg, report=lambda m, s: seen.append(m), resume_from=state, data=cifar_like())
+    assert [m["epoch"] for m in seen] == [4] and seen[0]["phase"] == 2
+    assert (resumed["bank_bytes"], resumed["bank_build_seconds"]) == (0, 0.0)
+
+
+class StopTraining(Exception):
+    pass
 
 
 def test_a_bank_of_other_data_is_refused(image_bank, image_teacher):

@@ -112,8 +112,50 @@ def test_resume_refuses_another_config(tiny_teacher, tmp_path):
 
     with pytest.raises(Stop):
         train(cfg, report=stop)
-    with pytest.raises(ValueError, match="resume_from"):
+    with pytest.raises(ConfigError) as refused:
         train(cfg.replace(seed=5), resume_from=state)
+    assert str(refused.value) == "resume_from: the saved state belongs to a different configuration"
+
+
+def test_compile_wraps_the_student_and_trains_through_the_compiled_module(monkeypatch):
+    """torch.compile is a boundary here (inductor needs minutes and a compiler on CPU): a
+    stand-in records what it was given and counts the forward passes made through it."""
+    from kd.data import load_data
+    from kd.models.mnist1d import MLP1d
+
+    compiled = []
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.calls = module, 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.module(x)
+
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(Compiled(module)) or compiled[-1])
+    cfg = TrainConfig.from_dict({**SMALL, "method": "ce", "epochs": 1})
+    train(cfg)
+    assert compiled == []  # compile off by default
+    train(cfg.replace(compile=True))
+    (wrapper,) = compiled
+    steps = math.ceil(len(load_data(cfg).train_x) / cfg.batch_size)
+    assert isinstance(wrapper.module, MLP1d) and wrapper.calls == steps  # one forward per batch
+
+
+def test_evaluate_teacher_scores_the_given_checkpoint_as_train_would(tiny_teacher):
+    from kd.models import count_parameters
+    from kd.train import evaluate_teacher
+
+    store, cfg, path = tiny_teacher
+    given = teacher_config(cfg).replace(teacher_checkpoint=str(path))
+    scores = evaluate_teacher(given)
+    stored = store.metrics(teacher_config(cfg))
+    assert (scores["best_val_acc"], scores["test_acc"]) == (stored["best_val_acc"], stored["test_acc"])
+    assert scores["primary_metric"] == "accuracy" and scores["epochs_run"] == 0
+    assert scores["student_params"] == count_parameters(load_model(path)) > 0
+    assert scores["seconds"] > 0 and set(scores["metrics"]) == {"test_accuracy"}
 
 
 def test_divergence_raises(tiny_teacher):
