@@ -57,10 +57,11 @@ print("{marker}", "auth=" + os.environ.get("RAY_AUTH_MODE", "unset"), flush=True
 
 
 def smoke_study_job(tmp_path: Path) -> JobSpec:
-    """The real study CLI on the `smoke` preset (MNIST-1D, CPU, about 3 minutes)."""
+    """The real study CLI on the `smoke` preset with 2 search trials per cell (MNIST-1D, CPU,
+    about a minute): the job's path, not the search, is under test."""
     return JobSpec(
         REPO,  # run_study.py lives at the repo root; .gitignore keeps .venv and runs/ out
-        ["python", "run_study.py", "run", "--preset", "smoke", "--storage",
+        ["python", "run_study.py", "run", "--preset", "smoke", "--num-samples", "2", "--storage",
          str(tmp_path / "runs")],
         marker="study smoke finished",  # the CLI's last line of a finished study
         timeout_s=300,
