@@ -75,6 +75,12 @@ def capacity_ratios(exp: Experiment) -> pd.Series:
 def _cells(exp: Experiment, column: str = "test_acc") -> pd.DataFrame:
     """Per cell: best completed search trial and the re-run statistics of its configuration,
     for one test column (test_acc, the primary metric, or a test_<metric> column)."""
+    if ("cells", column) not in exp.memo:
+        exp.memo[("cells", column)] = _compute_cells(exp, column)
+    return exp.memo[("cells", column)].copy()  # callers may change their copy
+
+
+def _compute_cells(exp: Experiment, column: str) -> pd.DataFrame:
     trials, ratios = exp.trials, capacity_ratios(exp)
     rows = []
     for cell, group in trials.groupby("cell", sort=False):
