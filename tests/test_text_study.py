@@ -191,7 +191,7 @@ def test_text_smoke_preset_through_ray_and_report(ray_session, tmp_path):
     assert (summary.metric == "accuracy").all() and summary.test_mcc.notna().all() and summary.test_f1.notna().all()
     teachers = pd.read_csv(study.exp_dir / "teachers.csv")
     # The teacher learned (chance: 50), not how well: its test accuracy moves 73-92 over seeds and
-    # thread counts here and was 68 on another CPU (benchmarks/text_teacher_spread.py, README "Tests")
+    # thread counts here and was 68 on another CPU (benchmarks/threshold_spread.py, README "Tests")
     assert teachers.arch[0] == "bert_L2_H64" and teachers.test_acc[0] > 60 and teachers.bank_bytes[0] > 0
     paths = write_report(study.exp_dir)
     md = paths["report.md"].read_text(encoding="utf-8")
