@@ -1,6 +1,7 @@
 """train(): reports, phases, checkpoint selection, exact resume, divergence, teacher store."""
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -160,8 +161,47 @@ def test_evaluate_teacher_scores_the_given_checkpoint_as_train_would(tiny_teache
 
 def test_divergence_raises(tiny_teacher):
     cfg = TrainConfig.from_dict({**SMALL, "method": "ce", "epochs": 3, "lr": 1e12})
-    with pytest.raises(DivergedError, match="loss became"):
+    with pytest.raises(DivergedError, match=r"^loss became (nan|inf) at epoch 1 \(phase train, lr 1e\+12\)$"):
         train(cfg)
+
+
+def test_epoch_losses_are_the_example_weighted_mean_of_the_batch_losses(tiny_teacher, monkeypatch):
+    """What train() reports per epoch, against every batch's loss terms recorded as they happen
+    (760 training examples in batches of 64: the last batch holds 56, so the weights matter)."""
+    from kd.data import load_data
+
+    _, _, path = tiny_teacher
+    real_build = train_module.build_method
+    batches = []
+
+    def recording(cfg):
+        method = real_build(cfg)
+        losses = method.losses
+
+        def record(student_logits, teacher_logits, labels, ctx):
+            terms = losses(student_logits, teacher_logits, labels, ctx)
+            batches.append((len(labels), {k: v.item() for k, v in terms.items()}))
+            return terms
+
+        method.losses = record
+        return method
+
+    monkeypatch.setattr(train_module, "build_method", recording)
+    reported = []
+    called = time.perf_counter()
+    train(annealing_cfg(path, epochs=3, lr=0.05), report=lambda m, save: reported.append(m))
+    whole_call = time.perf_counter() - called
+    n_train = len(load_data(annealing_cfg(path)).train_x)
+    per_epoch = math.ceil(n_train / 64)
+    assert len(batches) == 3 * per_epoch and {n for n, _ in batches} == {64, n_train - 64 * (per_epoch - 1)}
+    for epoch, m in enumerate(reported):
+        seen = batches[epoch * per_epoch:(epoch + 1) * per_epoch]
+        for name in seen[0][1]:
+            expected = sum(n * terms[name] for n, terms in seen) / sum(n for n, _ in seen)
+            assert m[f"loss_{name}"] == pytest.approx(expected, rel=1e-9), (epoch, name)
+        assert m["train_loss"] == pytest.approx(sum(m[f"loss_{k}"] for k in seen[0][1]), rel=1e-12)
+        # the epoch's time is part of the call's, and the throughput follows from it
+        assert 0 < m["epoch_seconds"] < whole_call and m["samples_per_s"] > n_train / whole_call
 
 
 @pytest.mark.parametrize("method", ["annealing", "kd"])
@@ -212,6 +252,9 @@ def test_checkpoint_is_selected_on_validation_where_the_best_test_epoch_is_anoth
     assert not all(torch.equal(result["state_dict"][k], weights[3][k]) for k in weights[3])
     paper, _ = run(paper_protocol=True)
     assert (paper["test_acc"], paper["selected_epoch"], paper["selection"]) == (90.0, 3, "test (paper protocol)")
+    val[3] = 70.0  # a tie with epoch 2: the earlier checkpoint stays selected
+    tied, _ = run()
+    assert (tied["selected_epoch"], tied["test_acc"]) == (2, 55.0)
 
 
 def test_store_trains_once_and_detects_corruption(tiny_teacher):
