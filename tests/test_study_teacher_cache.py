@@ -48,7 +48,8 @@ def test_given_teacher_scores_are_reused_until_weights_or_evaluation_change(tiny
 
     first = score(Study(study_config(given), storage, "first"), evaluations)
     assert evaluations == [str(given)]
-    assert 40 < first["test_acc"] <= 100 and 40 < first["best_val_acc"] <= 100
+    # learned (chance: 10); over seeds 0-4 and 1-2 threads its lowest score was 45 (benchmarks/threshold_spread.py)
+    assert 30 < first["test_acc"] <= 100 and 30 < first["best_val_acc"] <= 100
     assert first["primary_metric"] == "accuracy" and first["epochs_run"] == 0
     kept = sorted((storage / "teachers" / "given").glob("*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text()) == first
@@ -68,7 +69,7 @@ def test_given_teacher_scores_are_reused_until_weights_or_evaluation_change(tiny
     # other evaluation data (another validation split): evaluated again, kept beside the first
     resplit = score(Study(study_config(given, val_size=300, data_seed=7), storage, "resplit"), evaluations)
     assert evaluations == [str(given)] * 2
-    assert 40 < resplit["best_val_acc"] <= 100
+    assert 30 < resplit["best_val_acc"] <= 100
     assert len(list((storage / "teachers" / "given").glob("*.json"))) == 2
 
     # other weights in the same file: evaluated again, and the scores are the new weights'
