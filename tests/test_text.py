@@ -385,6 +385,8 @@ def test_a_fine_tuned_hf_teacher_is_used_as_is(glue_dir, tokenizer, tmp_path):
     assert scores["epochs_run"] == 0 and set(scores["metrics"]) == {"test_accuracy"}
     with pytest.raises(Exception, match="teacher_checkpoint: 'hf:.*' does not fit glue-mnli"):
         evaluate_teacher(glue_cfg("mnli", glue_dir, tokenizer, teacher_checkpoint=f"hf:{folder}"))
+    with pytest.raises(Exception, match="teacher_checkpoint: 'hf:.*' does not fit glue-mnli"):  # the live teacher too
+        train(glue_cfg("mnli", glue_dir, tokenizer, method="kd", teacher_checkpoint=f"hf:{folder}", teacher_bank=False))
     student = train(glue_cfg("rte", glue_dir, None, model=f"hf:{folder}", epochs=1))  # its own tokenizer
     assert student["student_params"] == count_parameters(build_model(f"hf:{folder}", 2))
     # a folder is named by its files, not hashed in full: the key holds while they do, and a
