@@ -40,6 +40,16 @@ def test_reports_every_epoch_with_schedule(tiny_teacher):
     assert [m["stage_end"] for m in seen] == [True, True, False, True]
     assert set(seen[0]) >= {"loss_mse", "val_acc", "test_acc", "epoch_seconds", "samples_per_s"}
     assert "loss_ce" in seen[2] and "loss_mse" not in seen[2]
+    assert [(m["phase_name"], m["phase_epoch"]) for m in seen] == [("anneal", 1), ("anneal", 2), ("finetune", 1),
+                                                                  ("finetune", 2)]
+    assert [m["final_phase_epoch"] for m in seen] == [0, 0, 1, 2]  # the pruner's clock runs in phase 2 only
+    assert [m["psi"] for m in seen] == [None] * 4 and [m["finished"] for m in seen] == [False, False, False, True]
+    # each report carries the checkpoint selected so far in its phase
+    for i, m in enumerate(seen):
+        phase = [p for p in seen[:i + 1] if p["phase"] == m["phase"]]
+        chosen = max(phase, key=lambda p: p["val_acc"])  # the first of equal scores
+        assert (m["best_val_acc"], m["selected_test_acc"], m["selected_epoch"]) == \
+            (chosen["val_acc"], chosen["test_acc"], chosen["epoch"])
     # the selected checkpoint is the best validation epoch of the final phase
     phase2 = seen[2:]
     best = max(phase2, key=lambda m: m["val_acc"])
@@ -189,7 +199,7 @@ def test_epoch_losses_are_the_example_weighted_mean_of_the_batch_losses(tiny_tea
     monkeypatch.setattr(train_module, "build_method", recording)
     reported = []
     called = time.perf_counter()
-    train(annealing_cfg(path, epochs=3, lr=0.05), report=lambda m, save: reported.append(m))
+    result = train(annealing_cfg(path, epochs=3, lr=0.05), report=lambda m, save: reported.append(m))
     whole_call = time.perf_counter() - called
     n_train = len(load_data(annealing_cfg(path)).train_x)
     per_epoch = math.ceil(n_train / 64)
@@ -202,6 +212,8 @@ def test_epoch_losses_are_the_example_weighted_mean_of_the_batch_losses(tiny_tea
         assert m["train_loss"] == pytest.approx(sum(m[f"loss_{k}"] for k in seen[0][1]), rel=1e-12)
         # the epoch's time is part of the call's, and the throughput follows from it
         assert 0 < m["epoch_seconds"] < whole_call and m["samples_per_s"] > n_train / whole_call
+        assert m["samples_per_s"] * m["epoch_seconds"] >= n_train  # training is part of the epoch
+    assert 0 < result["seconds"] < whole_call
 
 
 @pytest.mark.parametrize("method", ["annealing", "kd"])
@@ -301,12 +313,14 @@ def test_grad_clip_bounds_every_step():
         base.replace(grad_clip=0.0).validate()
 
 
-def lrs(cfg, epochs, steps_per_epoch=1, model=None):
-    """The lr of every step of a phase under make_optimizer's schedule."""
+def lrs(cfg, epochs, steps_per_epoch=None, model=None):
+    """The lr of every step of a phase under make_optimizer's schedule (steps_per_epoch None:
+    make_optimizer's default)."""
     model = model or torch.nn.Linear(2, 2)
-    optimizer, scheduler = train_module.make_optimizer(cfg, model, epochs, steps_per_epoch)
+    steps = () if steps_per_epoch is None else (steps_per_epoch,)
+    optimizer, scheduler = train_module.make_optimizer(cfg, model, epochs, *steps)
     seen = []
-    for _ in range(epochs * steps_per_epoch):
+    for _ in range(epochs * (steps_per_epoch or 1)):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
@@ -329,16 +343,20 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
     assert [factor(s) for s in range(11)] == pytest.approx([0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0])
     assert train_module.linear_warmup_decay(total_steps=2, warmup_steps=1)(1) == 1.0
     assert train_module.linear_warmup_decay(total_steps=3, warmup_steps=0)(0) == 1.0
+    # without steps_per_epoch the linear schedule spans one step per epoch
+    cfg = TrainConfig(optimizer="adamw", lr=1.0, lr_schedule="linear", warmup_ratio=0.0)
+    assert lrs(cfg, 4) == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
 def test_optimisers_and_where_weight_decay_applies():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
-    adamw = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.01, lr_schedule="linear")
+    # 0.05, not AdamW's own default of 0.01: a group that lost its setting would still pass
+    adamw = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, lr_schedule="linear")
     optimizer, _ = train_module.make_optimizer(adamw, model, 2, 3)
     assert isinstance(optimizer, torch.optim.AdamW)
     decayed, plain = optimizer.param_groups
     # decay on the matrix only; biases and the LayerNorm's weight and bias go without
-    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])] and decayed["weight_decay"] == 0.01
+    assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])] and decayed["weight_decay"] == 0.05
     assert len(plain["params"]) == 3 and plain["weight_decay"] == 0.0
     sgd = TrainConfig(lr=0.1, momentum=0.8, weight_decay=5e-4)
     optimizer, _ = train_module.make_optimizer(sgd, model, 2)
