@@ -3,8 +3,11 @@
 A mutant is equivalent when no input the code accepts can tell it from the original (e.g.
 `squeeze(+1)` for `squeeze(-1)` on a [B, 1] tensor). scripts/equivalent_mutants.txt names
 each one by its function and its mutated line, with the reason, so the list survives
-mutmut renumbering its mutants. Every other survivor is printed; exit code 1 when the score
-(killed / non-equivalent mutants) is below --target.
+mutmut renumbering its mutants. scripts/gpu_only_mutants.txt lists, the same way, survivors
+that differ from the original only on a CUDA device (`.to(device)`, channels_last, bf16
+autocast): explained, but not killed on a machine without one, so they count against the
+score. Every other survivor is printed; exit code 1 when the score (killed / non-equivalent
+mutants) is below --target.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 
 MUTMUT = Path(sys.executable).with_name("mutmut")
 EQUIVALENTS = Path(__file__).with_name("equivalent_mutants.txt")
+GPU_ONLY = Path(__file__).with_name("gpu_only_mutants.txt")
 # a mutant whose tests hang (an endless loop) is found out by mutmut's timeout
 DETECTED = ("killed", "timeout")
 NAME = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
@@ -41,10 +45,10 @@ def mutated_lines(name: str) -> tuple[str, ...]:
     return tuple(line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
 
 
-def equivalents() -> dict[tuple[str, str], str]:
+def equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, str], str]:
     """(function, mutated line) -> reason, from lines `function | mutated line | reason`."""
     table = {}
-    for line in EQUIVALENTS.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             function, mutated, reason = (part.strip() for part in line.split(" | ", 2))
             table[(function, mutated)] = reason
@@ -62,9 +66,9 @@ def main() -> int:
     if not status:
         print("error: mutmut has no results; run `mutmut run` first", file=sys.stderr)
         return 2
-    known = equivalents()
+    known, gpu_known = equivalents(), equivalents(GPU_ONLY)
     per_module: Counter = Counter()
-    equivalent, unexplained = [], []
+    equivalent, gpu_only, unexplained = [], [], []
     for name, state in sorted(status.items()):
         module = name.rpartition(".x")[0]
         per_module[(module, state)] += 1
@@ -72,7 +76,9 @@ def main() -> int:
             continue
         lines = mutated_lines(name)
         key = (function_of(name), lines[0] if lines else "")
-        (equivalent if key in known and state == "survived" else unexplained).append((name, state, key))
+        survived = state == "survived"
+        group = equivalent if survived and key in known else gpu_only if survived and key in gpu_known else unexplained
+        group.append((name, state, key))
     killed = sum(state in DETECTED for state in status.values())
     timeouts = sum(state == "timeout" for state in status.values())
     scored = len(status) - len(equivalent)
@@ -81,7 +87,8 @@ def main() -> int:
         states = {s: n for (m, s), n in per_module.items() if m == module}
         print(f"{module:22s} " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     print(f"\n{len(status)} mutants: {killed} killed ({timeouts} by a timeout), {len(equivalent)} equivalent "
-          f"(scripts/{EQUIVALENTS.name}), {len(unexplained)} not killed")
+          f"(scripts/{EQUIVALENTS.name}), {len(gpu_only)} not killed that differ only on a GPU "
+          f"(scripts/{GPU_ONLY.name}), {len(unexplained)} not killed and not explained")
     if unchecked:
         print(f"{unchecked} mutants not checked (an interrupted run): `mutmut run` goes on with them")
     for name, state, (function, line) in unexplained:

@@ -18,8 +18,11 @@ def test_mutant_names_map_to_their_functions():
         "study.search.StudyPlanner.__init__"
 
 
-def test_every_listed_equivalent_names_a_function_a_line_and_a_reason():
-    table = mutation_score.equivalents()
-    assert len(table) >= 5
-    for (function, line), reason in table.items():
-        assert function.count(".") >= 2 and line and len(reason) > 20
+def test_every_listed_survivor_names_a_function_a_line_and_a_reason():
+    for path in (mutation_score.EQUIVALENTS, mutation_score.GPU_ONLY):
+        table = mutation_score.equivalents(path)
+        assert len(table) >= 5, path
+        for (function, line), reason in table.items():
+            assert function.count(".") >= 2 and line and len(reason) > 20, (path, function)
+    # a mutant is explained once: equivalent, or different on a GPU only
+    assert not set(mutation_score.equivalents()) & set(mutation_score.equivalents(mutation_score.GPU_ONLY))
