@@ -199,7 +199,7 @@ def test_text_smoke_preset_through_ray_and_report(ray_session, tmp_path):
     # The teacher learned (chance: 50), not how well: its test accuracy moves 73-92 over seeds and
     # thread counts here and was 68 on another CPU (benchmarks/threshold_spread.py, README "Tests")
     assert teachers.arch[0] == "bert_L2_H64" and teachers.test_acc[0] > 60 and teachers.bank_bytes[0] > 0
-    paths = write_report(study.exp_dir)
+    paths = write_report(study.exp_dir, figures_too=False)  # figures: tests/test_report_smoke.py
     md = paths["report.md"].read_text(encoding="utf-8")
     assert "## Task metrics (template-text)" in md
     for name in ("Accuracy ×100", "F1 ×100", "MCC ×100"):
@@ -232,5 +232,5 @@ def test_two_task_glue_study_through_ray(ray_session, tmp_path):
     assert all((study.exp_dir / d).is_dir() for d in summary.trial_dir)
     teachers = pd.read_csv(study.exp_dir / "teachers.csv")
     assert list(teachers.dataset) == ["glue-rte", "glue-stsb"]
-    md = write_report(study.exp_dir)["report.md"].read_text(encoding="utf-8")
+    md = write_report(study.exp_dir, figures_too=False)["report.md"].read_text(encoding="utf-8")
     assert "RTE (Accuracy)" in md and "STS-B (Pearson)" in md and "## STS-B: Task metrics" in md
