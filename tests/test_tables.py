@@ -1,0 +1,68 @@
+"""analysis/tables.py on hand-made trial rows: whole frames checked by hand (columns, order,
+dtypes, values), including the edges the synthetic experiments do not reach."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import tables
+from analysis.load import Experiment
+
+
+def experiment(rows: list[dict], config: dict | None = None) -> Experiment:
+    teachers = pd.DataFrame([{"role": "teacher", "test_acc": 90.0}])
+    return Experiment(Path("."), {"config": config or {}}, pd.DataFrame(rows), pd.DataFrame(), teachers)
+
+
+def search(cell: str, status: str, val: float, run: float, budget: float, audit: bool = False) -> dict:
+    student, method = cell.split("-")
+    return {"trial_id": f"{cell}-{status}-{run}", "stage": "audit" if audit else "search", "status": status,
+            "cell": cell, "method": method, "student": student, "best_val_acc": val, "test_acc": val,
+            "epochs_run": run, "epochs_budget": budget, "audit": audit, "config": "{}"}
+
+
+def test_pruning_audit_by_hand():
+    rows = [
+        # budget 12 (one from the study's config): the pruned trial saves 12 - 6; the running one nothing
+        search("s1-ce", "completed", 70.0, 12, 12), search("s1-ce", "pruned", 50.0, 6, math.nan),
+        search("s1-ce", "running", 40.0, 3, 12),
+        search("s1-ce", "completed", 70.0, 12, 12, audit=True),  # a tie with the best: does not beat it
+        search("s1-kd", "pruned", 45.0, 6, 12),  # alone in its cell, as much saved as run, no audit
+        search("s2-ce", "failed", math.nan, 0, 12),  # nothing run, nothing saved
+    ]
+    audit = tables.pruning_audit(experiment(rows, {"epochs": 12}))
+    expected = pd.DataFrame({
+        "cell": ["s1-ce", "s1-kd", "s2-ce"], "method": ["ce", "kd", "ce"], "student": ["s1", "s1", "s2"],
+        "trials": [3, 1, 1], "completed": [1, 0, 0], "pruned": [1, 1, 0], "failed": [0, 0, 1],
+        "running": [1, 0, 0], "epochs_run": [21.0, 6.0, 0.0], "epochs_without_pruning": [27.0, 12.0, 0.0],
+        "epochs_saved": [6.0, 6.0, 0.0], "saved_ratio": [6 / 27, 0.5, math.nan],
+        "best_search_val_acc": [70.0, math.nan, math.nan], "audited": [1, 0, 0],
+        "audited_beat_best": pd.array([0, pd.NA, pd.NA], dtype="Int64"),
+    })
+    pd.testing.assert_frame_equal(audit, expected)
+
+
+def ranked(cell: str, test: float, ratio: float) -> dict:
+    student, method = cell.split("-")
+    row = search(cell, "completed" if not math.isnan(test) else "failed", test, 12, 12)
+    return {**row, "test_acc": test, "capacity_ratio": ratio, "teacher_params": 8000, "student_params": 8000 / ratio}
+
+
+def test_ranking_by_hand():
+    # names sort against the capacity ratios (a_small is the larger ratio); b_big and c_twin
+    # have the same ratio; kd and annealing tie in a_small; c_twin-annealing has no score
+    rows = [ranked("a_small-ce", 60.0, 8.0), ranked("a_small-kd", 65.0, 8.0), ranked("a_small-annealing", 65.0, 8.0),
+            ranked("b_big-ce", 80.0, 2.0), ranked("b_big-kd", 84.0, 2.0),
+            ranked("c_twin-ce", 82.0, 2.0), ranked("c_twin-kd", 81.0, 2.0), ranked("c_twin-annealing", math.nan, 2.0)]
+    rank = tables.ranking(experiment(rows))
+    expected = pd.DataFrame({
+        "capacity_ratio": [2.0, 2.0, 2.0, 2.0, 2.0, 8.0, 8.0, 8.0],
+        "student": ["b_big", "b_big", "c_twin", "c_twin", "c_twin", "a_small", "a_small", "a_small"],
+        "method": ["kd", "ce", "ce", "kd", "annealing", "kd", "annealing", "ce"],
+        "test_mean": [84.0, 80.0, 82.0, 81.0, math.nan, 65.0, 65.0, 60.0],
+        "source": ["search"] * 4 + ["none"] + ["search"] * 3,
+        "rank": pd.array([1, 2, 1, 2, pd.NA, 1, 1, 3], dtype="Int64"),
+    })
+    pd.testing.assert_frame_equal(rank, expected)
