@@ -25,11 +25,11 @@ def search(cell: str, status: str, val: float, run: float, budget: float, audit:
 
 def test_pruning_audit_by_hand():
     rows = [
+        search("s1-kd", "pruned", 45.0, 6, 12),  # alone in its cell, as much saved as run, no audit
         # budget 12 (one from the study's config): the pruned trial saves 12 - 6; the running one nothing
         search("s1-ce", "completed", 70.0, 12, 12), search("s1-ce", "pruned", 50.0, 6, math.nan),
         search("s1-ce", "running", 40.0, 3, 12),
         search("s1-ce", "completed", 70.0, 12, 12, audit=True),  # a tie with the best: does not beat it
-        search("s1-kd", "pruned", 45.0, 6, 12),  # alone in its cell, as much saved as run, no audit
         search("s2-ce", "failed", math.nan, 0, 12),  # nothing run, nothing saved
     ]
     audit = tables.pruning_audit(experiment(rows, {"epochs": 12}))
@@ -66,3 +66,39 @@ def test_ranking_by_hand():
         "rank": pd.array([1, 2, 1, 2, pd.NA, 1, 1, 3], dtype="Int64"),
     })
     pd.testing.assert_frame_equal(rank, expected)
+
+
+def rerun(cell: str, seed: float, test: float, ratio: float, status: str = "completed") -> dict:
+    return {**ranked(cell, test, ratio), "stage": "rerun", "status": status, "seed": seed,
+            "trial_id": f"{cell}-rerun-{seed}-{status}"}
+
+
+T_975_1 = 12.706204736174698  # Student's t, 97.5% quantile, 1 degree of freedom (tables)
+
+
+def test_gain_over_ce_by_hand():
+    rows = [rerun("b_big-ce", 1, 80.0, 2.0), rerun("b_big-ce", 2, 82.0, 2.0),
+            rerun("b_big-annealing", 1, 81.0, 2.0), rerun("b_big-annealing", 2, 85.0, 2.0),  # +1, +3
+            rerun("b_big-kd", 1, 83.0, 2.0), rerun("b_big-kd", 2, 86.0, 2.0),                # +3, +4
+            rerun("b_big-kd", 3, 99.0, 2.0, status="failed"),  # not completed: no pair
+            rerun("b_big-kd", math.nan, 99.0, 2.0),            # no seed: no pair
+            rerun("c_twin-ce", 1, 70.0, 2.0), rerun("c_twin-kd", 1, 69.0, 2.0),              # one pair: -1
+            rerun("a_small-kd", 1, 60.0, 8.0)]                                               # no CE at all
+    gain = tables.gain_over_ce(experiment(rows))
+    expected = pd.DataFrame({
+        "method": ["kd", "annealing", "kd", "kd"], "student": ["b_big", "b_big", "c_twin", "a_small"],
+        "capacity_ratio": [2.0, 2.0, 2.0, 8.0], "gain_mean": [3.5, 2.0, -1.0, math.nan],
+        "gain_std": [math.sqrt(0.5), math.sqrt(2.0), math.nan, math.nan], "n_pairs": [2, 2, 1, 0],
+        # half-width t(0.975, n - 1) * std / sqrt(n): 12.706 x 0.5 and 12.706 x 1
+        "ci95_low": [3.5 - T_975_1 * 0.5, 2.0 - T_975_1, math.nan, math.nan],
+        "ci95_high": [3.5 + T_975_1 * 0.5, 2.0 + T_975_1, math.nan, math.nan],
+    })
+    pd.testing.assert_frame_equal(gain, expected, rtol=1e-12)
+
+
+def test_teacher_accuracy_reads_the_teacher_row_before_the_trials():
+    trials = pd.DataFrame({"teacher_test_acc": [84.0, 85.0, 86.0, math.nan]})
+    both = pd.DataFrame([{"role": "assistant", "test_acc": 70.0}, {"role": "teacher", "test_acc": 90.0}])
+    assert tables.teacher_accuracy(Experiment(Path("."), {}, trials, pd.DataFrame(), both)) == 90.0
+    only_assistant = both.iloc[:1]  # no teacher row yet: the median the trials carry
+    assert tables.teacher_accuracy(Experiment(Path("."), {}, trials, pd.DataFrame(), only_assistant)) == 85.0
