@@ -102,3 +102,64 @@ def test_teacher_accuracy_reads_the_teacher_row_before_the_trials():
     assert tables.teacher_accuracy(Experiment(Path("."), {}, trials, pd.DataFrame(), both)) == 90.0
     only_assistant = both.iloc[:1]  # no teacher row yet: the median the trials carry
     assert tables.teacher_accuracy(Experiment(Path("."), {}, trials, pd.DataFrame(), only_assistant)) == 85.0
+
+
+def test_cells_and_headlines_by_hand():
+    """best_configs and headline_scores as whole frames: cells in the order capacity ratio,
+    student, method (against the names' and the rows' order), a configuration with one
+    re-run and one with two, search-only cells, a cell with nothing completed, and a CE-only
+    student whose ratio comes from the teacher's and its own parameter counts."""
+    d_ce = {**ranked("d_ce-ce", 70.0, math.nan), "teacher_params": math.nan, "student_params": 2000.0}
+    rows = [ranked("c_twin-kd", 81.0, 2.0), ranked("b_big-annealing", 84.0, 2.0),
+            rerun("b_big-annealing", 1, 81.0, 2.0), rerun("b_big-annealing", 2, 85.0, 2.0),
+            ranked("b_big-ce", 79.0, 2.0), rerun("b_big-ce", 1, 80.0, 2.0), d_ce,
+            ranked("a_small-kd", 65.0, 8.0), ranked("a_small-ce", math.nan, 8.0)]
+    exp = experiment([{**row, "test_f1": row["test_acc"] - 50} for row in rows])
+    order = {"method": ["ce", "annealing", "kd", "ce", "ce", "kd"],
+             "student": ["b_big", "b_big", "c_twin", "d_ce", "a_small", "a_small"],
+             "capacity_ratio": [2.0, 2.0, 2.0, 4.0, 8.0, 8.0]}
+    expected_configs = pd.DataFrame({
+        "cell": [f"{s}-{m}" for s, m in zip(order["student"], order["method"])], **order,
+        "best_trial_id": ["b_big-ce-completed-12", "b_big-annealing-completed-12", "c_twin-kd-completed-12",
+                          "d_ce-ce-completed-12", "", "a_small-kd-completed-12"],
+        "best_config": ["{}", "{}", "{}", "{}", "", "{}"],
+        "best_val_acc": [79.0, 84.0, 81.0, 70.0, math.nan, 65.0],
+        "test_mean": [80.0, 83.0, math.nan, math.nan, math.nan, math.nan],
+        "test_std": [math.nan, math.sqrt(8.0), math.nan, math.nan, math.nan, math.nan],
+        "n_seeds": [1, 2, 0, 0, 0, 0],
+    })
+    pd.testing.assert_frame_equal(tables.best_configs(exp), expected_configs)
+    expected_headlines = pd.DataFrame({
+        **order, "test_mean": [80.0, 83.0, 81.0, 70.0, math.nan, 65.0],
+        "test_std": [math.nan, math.sqrt(8.0), math.nan, math.nan, math.nan, math.nan],
+        "n_seeds": [1, 2, 1, 1, 0, 1],
+        "source": ["rerun", "rerun", "search", "search", "none", "search"],
+    })
+    pd.testing.assert_frame_equal(tables.headline_scores(exp), expected_headlines)
+    f1 = tables.headline_scores(exp, "test_f1")  # another test column: the same cells, its values
+    assert f1["test_mean"].tolist()[:4] == [30.0, 33.0, 31.0, 20.0] and f1["test_mean"].tolist()[5] == 15.0
+
+
+def test_capacity_ratio_of_a_ce_only_student_when_one_trial_knows_the_teacher():
+    rows = [{**ranked("s1-kd", 80.0, 4.0), "teacher_params": 8000.0},
+            {**ranked("s1-ce", 70.0, math.nan), "teacher_params": math.nan},
+            {**ranked("s2-ce", 70.0, math.nan), "teacher_params": math.nan, "student_params": 1000.0}]
+    ratios = tables.capacity_ratios(experiment(rows))
+    assert ratios.to_dict() == {"s1": 4.0, "s2": 8.0}
+
+
+def test_pruning_audit_without_a_budget_anywhere():
+    # an experiment whose config and trials do not say the budget: nothing counts as saved
+    rows = [search("s1-ce", "pruned", 50.0, 6, math.nan), search("s1-ce", "completed", 70.0, 12, math.nan)]
+    audit = tables.pruning_audit(experiment(rows, {}))
+    assert audit[["epochs_run", "epochs_without_pruning", "epochs_saved", "saved_ratio"]].iloc[0].tolist() == \
+        [18.0, 18.0, 0.0, 0.0]
+
+
+def test_sort_rows_is_stable_and_keeps_an_empty_frame_as_it_is():
+    frame = pd.DataFrame({"key": [i % 3 for i in range(1000)], "order": range(1000)})
+    by_key = tables.sort_rows(frame, "key")
+    assert by_key["key"].is_monotonic_increasing and by_key.index.tolist() == list(range(1000))
+    assert all(group["order"].is_monotonic_increasing for _, group in by_key.groupby("key"))
+    empty = tables.sort_rows(pd.DataFrame({"student": [], "method": []}, index=pd.Index([], name="x")), "student")
+    assert empty.columns.tolist() == ["student", "method"] and empty.index.name is None
