@@ -136,3 +136,19 @@ def test_the_median_pruner_stops_a_trial_below_the_median_only_at_decision_steps
     assert feed(planner, pruner, "t3", results([57.0] * 8)) == [CONTINUE] * 3 + [STOP]
     assert states(planner, "cnn1d_8-ce")[:4] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
     assert list(planner.ledger.trials("cnn1d_8-ce")[3].intermediate_values) == [2, 4]
+
+
+def test_a_diverged_result_never_reaches_the_pruner_and_the_searcher_names_its_metric(make_cell, tmp_path):
+    planner, pruner = make_cell("ce", epochs=8)
+    assert (planner.metric, planner.mode) == ("best_val_acc", "max")  # what Tune sorts trials by
+    for i in range(3):
+        planner.suggest(f"t{i}")
+        feed(planner, pruner, f"t{i}", results([80.0 + e for e in range(8)]))
+    planner.suggest("bad")
+    diverged = {**results([10.0] * 8)[1], "diverged": True}  # at a decision step, far below its peers
+    assert pruner.on_trial_result(None, SimpleNamespace(trial_id="bad"), diverged) == CONTINUE
+    assert list(planner.ledger.trials("cnn1d_8-ce")[3].intermediate_values) == []
+    # a re-run's folder without a stage attribute is a re-run's, and one without a Tune id is nameless
+    assert planner.folder("cnn1d_8-ce", "rerun", {}) == planner.folder("cnn1d_8-ce", "rerun", {"stage": "rerun",
+                                                                                                "tune_trial": ""})
+    assert "rerun" in planner.folder("cnn1d_8-ce", "rerun", {}).name
