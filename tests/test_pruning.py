@@ -138,7 +138,7 @@ def test_the_median_pruner_stops_a_trial_below_the_median_only_at_decision_steps
     assert list(planner.ledger.trials("cnn1d_8-ce")[3].intermediate_values) == [2, 4]
 
 
-def test_a_diverged_result_never_reaches_the_pruner_and_the_searcher_names_its_metric(make_cell, tmp_path):
+def test_a_diverged_result_never_reaches_the_pruner_and_the_searcher_names_its_metric(make_cell):
     planner, pruner = make_cell("ce", epochs=8)
     assert (planner.metric, planner.mode) == ("best_val_acc", "max")  # what Tune sorts trials by
     for i in range(3):
