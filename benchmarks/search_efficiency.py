@@ -164,7 +164,7 @@ def main() -> None:
             study = base.replace(seed=seed)
             for student, method in cells:
                 cell = f"{student}-{method}"
-                needed = {f"{r}_checkpoint" for r in roles_needed(study, method)}
+                needed = {f"{r}_checkpoint" for r in roles_needed(method)}
                 if method == "takd":
                     needed.add("teacher_checkpoint")
 

@@ -123,7 +123,7 @@ class StudyPlanner(Searcher):
         return [c for c, (s, _) in self.cells.items() if s == student]
 
     def ready(self, cell: str) -> bool:
-        return all(self.teachers.ready(role) for role in roles_needed(self.config, self.cells[cell][1]))
+        return all(self.teachers.ready(role) for role in roles_needed(self.cells[cell][1]))
 
     def max_trials(self) -> int:
         """An upper bound of the Tune trials one session may start (Tune wants a number; the
@@ -201,7 +201,7 @@ class StudyPlanner(Searcher):
         student, method = self.cells[cell]
         # the roles' row files: the trial reads its teachers' paths there once they exist
         roles = {f"{role}_checkpoint": str(self.teachers.row_file(role))
-                 for role in roles_needed(self.config, method) + (("teacher",) if method == "takd" else ())}
+                 for role in roles_needed(method) + (("teacher",) if method == "takd" else ())}
         return {"cell": cell, "student": student, "method": method, "stage": stage, "seed": seed,
                 "optuna_trial": number, "params": params, "teacher_rows": roles, "resume_from": resume_from}
 
@@ -260,10 +260,10 @@ class StudyPlanner(Searcher):
         return json.loads(trial.user_attrs["params"])
 
     def everything_planned(self) -> bool:
-        """Every role ready, every cell's search complete, every planned re-run finished, and
-        no student's seeds to top up (which would plan more)."""
+        """Every role ready, every cell's search complete and every planned re-run finished
+        (asked after `next_run` found nothing: no student's seeds to top up either)."""
         return all(self.teachers.ready(role) for role in self.teachers.roles) and \
-            all(self.reruns_finished(s) and not self.top_up(s) for s in self.students())
+            all(self.reruns_finished(s) for s in self.students())
 
     def top_up(self, student: str) -> bool:
         """Gives the student's cells more seeds when a cell's validation interval is too wide;

@@ -49,7 +49,7 @@ def count_model(arch: str, cfg: TrainConfig) -> int:
         return count_parameters(build_model(arch, cfg.num_classes, **kwargs, pretrained=False))
 
 
-def roles_needed(config: StudyConfig, method: str) -> tuple[str, ...]:
+def roles_needed(method: str) -> tuple[str, ...]:
     """What a method's trials wait for: CE nothing, TAKD its assistant, the rest the teacher."""
     return () if method == "ce" else ("assistant",) if method == "takd" else ("teacher",)
 

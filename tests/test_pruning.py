@@ -94,8 +94,10 @@ SHORT = [60, 70] + [80, 82, 83, 84, 84, 85, 85, 85, 85, 85]
 LONG = [20, 22, 25, 30, 35, 40, 45, 50] + [88, 90, 91, 92]
 
 
-def test_a_long_annealing_schedule_is_not_pruned_on_its_phase_1_accuracy(make_cell):
-    planner, pruner = make_cell("annealing", epochs=12)
+# grace 1: the first decision is at final-phase epoch 1, and a phase-1 epoch (final-phase epoch 0) is still none
+@pytest.mark.parametrize("grace, seen", [(2, {2: 90}), (1, {1: 88, 2: 90})])
+def test_a_long_annealing_schedule_is_not_pruned_on_its_phase_1_accuracy(make_cell, grace, seen):
+    planner, pruner = make_cell("annealing", epochs=12, grace=grace)
     for i in range(4):
         planner.suggest(f"t{i}")
     for k in range(3):  # three short schedules, slightly different
@@ -107,8 +109,8 @@ def test_a_long_annealing_schedule_is_not_pruned_on_its_phase_1_accuracy(make_ce
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     best = max(trials, key=lambda t: t.value)
     assert best.number == 3 and best.value == 92
-    # Optuna saw the long schedule only in its phase 2: at final-phase epoch 2 (its last, 4, is the end)
-    assert trials[3].intermediate_values == {2: 90}
+    # Optuna saw the long schedule only in its phase 2, at decision steps (its last, 4, is the end)
+    assert trials[3].intermediate_values == seen
 
 
 def test_a_poor_annealing_phase_2_is_pruned_against_phase_2_peers(make_cell):
@@ -152,3 +154,18 @@ def test_a_diverged_result_never_reaches_the_pruner_and_the_searcher_names_its_m
     assert planner.folder("cnn1d_8-ce", "rerun", {}) == planner.folder("cnn1d_8-ce", "rerun", {"stage": "rerun",
                                                                                                 "tune_trial": ""})
     assert "rerun" in planner.folder("cnn1d_8-ce", "rerun", {}).name
+
+
+def test_only_running_search_trials_reach_the_pruner(make_cell):
+    planner, pruner = make_cell("ce", epochs=8, trials=2)
+    for i in range(2):
+        planner.suggest(f"t{i}")
+        feed(planner, pruner, f"t{i}", results([80.0 + e for e in range(8)]))
+    rerun = planner.suggest("r0")
+    assert rerun["stage"] == "rerun"
+    # a re-run far below the search at every decision step runs to its end: re-runs are never pruned
+    assert feed(planner, pruner, "r0", results([10.0] * 8)) == [CONTINUE] * 8
+    assert planner.ledger.trials("cnn1d_8-ce", "rerun")[0].state.name == "COMPLETE"
+    # a late result of a trial already told, at a decision step
+    assert pruner.on_trial_result(None, SimpleNamespace(trial_id="t0"), results([10.0] * 8)[1]) == CONTINUE
+    assert states(planner, "cnn1d_8-ce") == ["COMPLETE", "COMPLETE"]

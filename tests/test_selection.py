@@ -145,6 +145,30 @@ def test_a_narrow_interval_keeps_the_planned_seeds(make_planner):
     assert planner.max_trials() == 2 * 1 * (4 + 9 + 1 + 0)
 
 
+def test_an_interval_exactly_as_wide_as_the_target_is_narrow_enough(make_planner):
+    planner = make_planner(confirm_top=0, rerun_seeds=2, rerun_max_seeds=5, rerun_target=half_width([60.0, 66.0]))
+    search(planner, [60.0, 70.0, 65.0, 50.0])
+    assert rerun_round(planner, "a", [60.0, 66.0]) == [8, 9]
+    assert not planner.top_up("mlp1d_8") and suggest_all(planner, "b") == []
+
+
+def test_only_the_headline_re_runs_that_completed_decide_a_top_up(make_planner):
+    planner = make_planner(confirm_top=1, confirm_seeds=2, rerun_seeds=3, rerun_max_seeds=5, rerun_target=1.0)
+    search(planner, [60.0, 70.0, 65.0, 50.0])
+    confirms = suggest_all(planner, "c")
+    assert [c["stage"] for c in confirms] == ["confirm", "confirm"]
+    finish(planner, "c0", 40.0)  # far from the headline seeds: no part of their interval
+    finish(planner, "c1", 90.0)
+    reruns = suggest_all(planner, "r")
+    assert [r["seed"] for r in reruns] == [8, 9, 10]
+    finish(planner, "r0", 64.0)
+    finish(planner, "r1", 64.1)
+    planner.on_trial_complete("r2", {"best_val_acc": None, "finished": True, "diverged": True})
+    assert [t.state.name for t in planner.reruns(CELL)][-1] == "FAIL"
+    assert not planner.top_up("mlp1d_8")  # 64.0 and 64.1: half-width 0.64
+    assert planner.reruns_finished("mlp1d_8") and suggest_all(planner, "s") == []
+
+
 def test_tune_checkpoints_of_the_planner_hold_nothing_the_ledger_does_not(make_planner, tmp_path):
     planner = make_planner()
     path = tmp_path / "searcher.json"

@@ -1,0 +1,140 @@
+"""What the study's planner starts next and when it says the study is done, without Ray:
+StudyPlanner over a real ledger (Optuna's journal storage), results told by hand as Tune
+reports them, a teacher ready once the teacher stage has written its row file. A second
+planner over the same experiment folder is the next session of a killed driver."""
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from study.config import StudyConfig
+from study.ledger import Ledger
+from study.search import StudyPlanner
+from study.teachers import TeacherStage, write_json
+
+STUDENT = "mlp1d_8"
+CE, KD = f"{STUDENT}-ce", f"{STUDENT}-kd"
+
+
+def teacher_trained(teachers):
+    write_json(teachers.row_file("teacher"), {"role": "teacher", "arch": "cnn1d_32", "path": "teacher.pt",
+                                              "best_val_acc": 90.0, "test_acc": 90.0, "metric": "accuracy"})
+
+
+@pytest.fixture
+def make_planner(tmp_path):
+    def make(methods=("ce",), teacher_ready=True, **changes):
+        study = StudyConfig.preset("smoke").replace(**{
+            "students": [STUDENT], "methods": list(methods), "trials_per_cell": 3, "rerun_seeds": 2,
+            "rerun_max_seeds": 2, "confirm_top": 0, "audit_pruned": 0, "pruner": "none", "seed": 5,
+            "epochs": 8, **changes})
+        teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
+        teachers.folder.mkdir(parents=True, exist_ok=True)
+        if teacher_ready:
+            teacher_trained(teachers)
+        return StudyPlanner(study, Ledger(study, tmp_path, "plan"), tmp_path, teachers)
+    return make
+
+
+def finish(planner, trial_id, value, **outcome):
+    planner.on_trial_complete(trial_id, {"best_val_acc": value, "finished": True}, **outcome)
+
+
+def test_ready_cells_take_turns_the_one_with_fewest_search_trials_first(make_planner):
+    planner = make_planner(methods=("ce", "kd"))
+    assert [planner.suggest(f"t{i}")["cell"] for i in range(6)] == [CE, KD, CE, KD, CE, KD]
+
+
+def test_a_search_trial_started_to_wait_for_its_teacher_is_told_like_any_other(make_planner):
+    planner = make_planner(methods=("kd",), teacher_ready=False)
+    run = planner.suggest("w0")
+    assert (run["cell"], run["stage"], run["optuna_trial"]) == (KD, "search", 0)
+    finish(planner, "w0", 71.0)
+    trial = planner.ledger.trials(KD)[0]
+    assert (trial.state, trial.value, trial.user_attrs["tune_trial"]) == (TrialState.COMPLETE, 71.0, "w0")
+
+
+def test_the_trial_a_killed_session_left_running_runs_again_though_every_search_trial_had_started(make_planner):
+    first = make_planner()
+    runs = [first.suggest(t) for t in "abc"]
+    finish(first, "a", 60.0)
+    finish(first, "b", 65.0)
+    second = make_planner()  # the driver was killed while c ran: c is queued again
+    again = second.suggest("c2")
+    assert (again["stage"], again["optuna_trial"], again["params"]) == ("search", 3, runs[2]["params"])
+    assert second.suggest("d") is None  # the cell's trial count is reached: the re-runs wait for c2
+
+
+def test_the_study_waits_for_a_training_teacher_and_ends_once_it_is_ready(make_planner, tmp_path):
+    planner = make_planner(methods=("kd",), teacher_ready=False, trials_per_cell=2)
+    for trial_id in ("w0", "w1"):  # started to wait for the teacher, lost with their node
+        planner.suggest(trial_id)
+        planner.on_trial_complete(trial_id, None, error=True)
+    assert planner.suggest("w2") is None  # nothing runs, but the teacher may still plan more
+    teacher_trained(planner.teachers)
+    # no trial ended since the planner last found nothing; the teacher's row alone is news
+    assert planner.suggest("w3") == Searcher.FINISHED  # both searches failed: no re-run to plan
+
+
+def test_a_trial_stopped_by_an_interrupt_keeps_the_study_from_ending(make_planner):
+    planner = make_planner()
+    for trial_id in "abc":
+        planner.suggest(trial_id)
+    finish(planner, "a", 60.0)
+    finish(planner, "b", 65.0)
+    planner.on_trial_complete("c", {"best_val_acc": 50.0, "finished": False})
+    assert planner.ledger.trials(CE)[2].state == TrialState.RUNNING
+    assert not planner.live and planner.suggest("d") is None  # not FINISHED: c runs again next session
+
+
+def test_once_nothing_can_start_the_planner_answers_without_reading_the_ledger_until_a_trial_ends(
+        make_planner, monkeypatch):
+    planner = make_planner()
+    for trial_id in "abc":
+        planner.suggest(trial_id)
+    assert planner.suggest("d") is None
+    looked = []
+    next_run = planner.next_run
+    monkeypatch.setattr(planner, "next_run", lambda trial_id: looked.append(trial_id) or next_run(trial_id))
+    assert planner.suggest("e") is None and looked == []  # Tune asks on every scheduling step
+    finish(planner, "a", 60.0)
+    assert planner.suggest("f") is None and looked == ["f"]  # b and c still run: the re-runs wait
+
+
+def test_a_cells_search_and_its_students_re_runs_finish_in_that_order(make_planner):
+    planner = make_planner()
+    for trial_id in "ab":
+        planner.suggest(trial_id)
+        finish(planner, trial_id, 60.0)
+    # every trial started so far has finished, but the cell's trial count is not reached
+    assert not planner.search_complete(CE) and not planner.reruns_finished(STUDENT)
+    planner.suggest("c")
+    finish(planner, "c", 70.0)
+    assert planner.search_complete(CE)
+    assert not planner.reruns_finished(STUDENT)  # its re-runs are planned, not started
+    reruns = [planner.suggest(f"r{i}") for i in range(2)]
+    assert [(r["stage"], r["seed"], r["optuna_trial"]) for r in reruns] == [("rerun", 6, 0), ("rerun", 7, 1)]
+    assert not planner.reruns_finished(STUDENT)
+    for i in range(2):
+        finish(planner, f"r{i}", 68.0 + i)
+    assert planner.reruns_finished(STUDENT)
+    assert [t.value for t in planner.ledger.trials(CE, "rerun")] == [68.0, 69.0]
+    assert planner.suggest("z") == Searcher.FINISHED
+
+
+def test_without_re_run_seeds_the_study_ends_with_its_search(make_planner):
+    planner = make_planner(rerun_seeds=0, rerun_max_seeds=None)
+    for trial_id in "abc":
+        planner.suggest(trial_id)
+        finish(planner, trial_id, 60.0)
+    assert planner.suggest("d") == Searcher.FINISHED
+    assert planner.ledger.trials(CE, "rerun") == []
+
+
+def test_a_trial_told_twice_or_never_suggested_changes_nothing(make_planner):
+    planner = make_planner()
+    planner.suggest("a")
+    finish(planner, "a", 60.0)
+    finish(planner, "a", 10.0, error=True)  # a second word on the same trial: the first stands
+    finish(planner, "stranger", 99.0)
+    assert [(t.state, t.value) for t in planner.ledger.trials(CE)] == [(TrialState.COMPLETE, 60.0)]
+    assert planner.changes == 1
