@@ -132,7 +132,7 @@ class Ledger:
         return self.trials(cell, kind) if self.study_name(cell, kind) in names else []
 
     def study_name(self, cell: str, kind: str) -> str:
-        return f"{self.name}:{cell}" if kind == SEARCH else f"{self.name}:{cell}:{RERUN}"
+        return {SEARCH: f"{self.name}:{cell}", RERUN: f"{self.name}:{cell}:{RERUN}"}[kind]
 
     # ------------------------------------------------------------------ writes
     def ask_search(self, cell: str, method: str, tune_trial: str) -> tuple[int, dict[str, Any], dict[str, Any]]:

@@ -2,6 +2,8 @@
 StudyPlanner over a real ledger (Optuna's journal storage), results told by hand as Tune
 reports them, a teacher ready once the teacher stage has written its row file. A second
 planner over the same experiment folder is the next session of a killed driver."""
+import warnings
+
 import pytest
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
@@ -10,6 +12,7 @@ from study.config import StudyConfig
 from study.ledger import Ledger
 from study.search import StudyPlanner
 from study.teachers import TeacherStage, write_json
+from study.trainable import trial_folder
 
 STUDENT = "mlp1d_8"
 CE, KD = f"{STUDENT}-ce", f"{STUDENT}-kd"
@@ -138,3 +141,25 @@ def test_a_trial_told_twice_or_never_suggested_changes_nothing(make_planner):
     finish(planner, "stranger", 99.0)
     assert [(t.state, t.value) for t in planner.ledger.trials(CE)] == [(TrialState.COMPLETE, 60.0)]
     assert planner.changes == 1
+
+
+def test_a_diverged_trial_is_told_failed_without_a_warning_in_the_drivers_output(make_planner):
+    planner = make_planner()
+    planner.suggest("a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns when told a trial without a value or state
+        planner.on_trial_complete("a", {"best_val_acc": 12.0, "finished": True, "diverged": True})
+    assert planner.ledger.trials(CE)[0].state == TrialState.FAIL
+
+
+def test_a_confirmation_a_killed_session_left_running_resumes_from_its_own_folder(make_planner, tmp_path):
+    first = make_planner(confirm_top=1, confirm_seeds=2)
+    for trial_id, value in zip("abc", (60.0, 70.0, 65.0)):
+        first.suggest(trial_id)
+        finish(first, trial_id, value)
+    confirm = first.suggest("k0")
+    assert (confirm["stage"], confirm["seed"]) == ("confirm", 1006)
+    second = make_planner(confirm_top=1, confirm_seeds=2)  # the driver died while k0 ran
+    again = second.suggest("k0b")
+    assert (again["stage"], again["seed"], again["params"]) == ("confirm", 1006, confirm["params"])
+    assert again["resume_from"] == str(trial_folder(str(tmp_path), {"cell": CE, "stage": "confirm"}, "k0"))
