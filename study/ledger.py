@@ -64,8 +64,9 @@ def check_ledger_readable(path: Path) -> None:
 
 def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
     if study.pruner == "median":
+        # steps are final-phase epochs counted from 1; Optuna's earliest decision is at n_warmup_steps
         return optuna.pruners.MedianPruner(n_startup_trials=study.startup_trials,
-                                           n_warmup_steps=study.grace_epochs - 1)
+                                           n_warmup_steps=study.grace_epochs)
     if study.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=study.grace_epochs,
                                                       reduction_factor=study.reduction_factor)

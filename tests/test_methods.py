@@ -66,6 +66,14 @@ def test_annealing_phases_and_schedule():
     assert m.context(2, 0).T is None
 
 
+def test_annealing_phase_1_regresses_onto_phi_of_the_epochs_own_T():
+    """tau_max 3, 2 epochs per T: Phi = 1/3, 2/3, 1. Z_S = 0, Z_T = [3, 6]: MSE = Phi^2 (9 + 36) / 2."""
+    m = build_method(config("annealing", epochs=10, tau_max=3, stage_epochs=2))
+    zs, zt, y = torch.zeros(1, 2), torch.tensor([[3.0, 6.0]]), torch.tensor([0])
+    mse = [m.losses(zs, zt, y, m.context(1, e))["mse"].item() for e in range(6)]
+    assert mse == pytest.approx([2.5, 2.5, 10.0, 10.0, 22.5, 22.5])
+
+
 def test_continuation_steps_T_over_the_whole_run_and_ramps_psi():
     # Algorithm 1: T drops every floor(10 / 3) = 3 epochs, then stays at 1; stage_epochs plays no part
     for stage_epochs in (1, 2, 5):

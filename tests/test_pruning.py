@@ -6,11 +6,12 @@ teacher by the row file the teacher stage writes when it is ready."""
 import math
 from types import SimpleNamespace
 
+import optuna
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from study.config import StudyConfig
-from study.ledger import Ledger
+from study.ledger import Ledger, make_pruner
 from study.search import CellPruner, StudyPlanner
 from study.teachers import TeacherStage, write_json
 
@@ -169,3 +170,25 @@ def test_only_running_search_trials_reach_the_pruner(make_cell):
     # a late result of a trial already told, at a decision step
     assert pruner.on_trial_result(None, SimpleNamespace(trial_id="t0"), results([10.0] * 8)[1]) == CONTINUE
     assert states(planner, "cnn1d_8-ce") == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.parametrize("pruner", ["asha", "median"])
+def test_a_cells_optuna_pruner_on_its_own_decides_first_at_grace(pruner):
+    """The planner reports only at decision steps; the pruner itself holds the same rule, so
+    neither hides a mistake in the other: fed every epoch, a poor trial is stopped at grace."""
+    study = StudyConfig.preset("smoke").replace(pruner=pruner, grace_epochs=3, reduction_factor=2, startup_trials=2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cell = optuna.create_study(direction="maximize", pruner=make_pruner(study))
+    for k in range(3):
+        trial = cell.ask()
+        for step in range(1, 9):
+            trial.report(50.0 + 10 * k + step, step)
+            assert not trial.should_prune()  # ASHA records a rung's values when asked
+        cell.tell(trial, 60.0 + 10 * k)
+    poor, decisions = cell.ask(), []
+    for step in range(1, 9):
+        poor.report(10.0, step)
+        decisions.append(poor.should_prune())
+        if decisions[-1]:
+            break
+    assert decisions == [False, False, True]
