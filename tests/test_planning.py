@@ -11,16 +11,13 @@ from ray.tune.search import Searcher
 from study.config import StudyConfig
 from study.ledger import Ledger
 from study.search import StudyPlanner
-from study.teachers import TeacherStage, write_json
+from study.teachers import TeacherStage
 from study.trainable import trial_folder
+
+from planner_helpers import finish, teacher_trained
 
 STUDENT = "mlp1d_8"
 CE, KD = f"{STUDENT}-ce", f"{STUDENT}-kd"
-
-
-def teacher_trained(teachers):
-    write_json(teachers.row_file("teacher"), {"role": "teacher", "arch": "cnn1d_32", "path": "teacher.pt",
-                                              "best_val_acc": 90.0, "test_acc": 90.0, "metric": "accuracy"})
 
 
 @pytest.fixture
@@ -36,10 +33,6 @@ def make_planner(tmp_path):
             teacher_trained(teachers)
         return StudyPlanner(study, Ledger(study, tmp_path, "plan"), tmp_path, teachers)
     return make
-
-
-def finish(planner, trial_id, value, **outcome):
-    planner.on_trial_complete(trial_id, {"best_val_acc": value, "finished": True}, **outcome)
 
 
 def test_ready_cells_take_turns_the_one_with_fewest_search_trials_first(make_planner):
@@ -67,7 +60,7 @@ def test_the_trial_a_killed_session_left_running_runs_again_though_every_search_
     assert second.suggest("d") is None  # the cell's trial count is reached: the re-runs wait for c2
 
 
-def test_the_study_waits_for_a_training_teacher_and_ends_once_it_is_ready(make_planner, tmp_path):
+def test_the_study_waits_for_a_training_teacher_and_ends_once_it_is_ready(make_planner):
     planner = make_planner(methods=("kd",), teacher_ready=False, trials_per_cell=2)
     for trial_id in ("w0", "w1"):  # started to wait for the teacher, lost with their node
         planner.suggest(trial_id)

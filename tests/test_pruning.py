@@ -13,7 +13,9 @@ from ray.tune.schedulers import TrialScheduler
 from study.config import StudyConfig
 from study.ledger import Ledger, make_pruner
 from study.search import CellPruner, StudyPlanner
-from study.teachers import TeacherStage, write_json
+from study.teachers import TeacherStage
+
+from planner_helpers import teacher_trained
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
@@ -26,8 +28,7 @@ def make_cell(tmp_path):
                                                     reduction_factor=2)
         teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
         teachers.folder.mkdir(parents=True)
-        write_json(teachers.row_file("teacher"), {"role": "teacher", "arch": "cnn1d_32", "path": "teacher.pt",
-                                                  "best_val_acc": 90.0, "test_acc": 90.0, "metric": "accuracy"})
+        teacher_trained(teachers)
         planner = StudyPlanner(study, Ledger(study, tmp_path, "pruning"), tmp_path, teachers)
         return planner, CellPruner(planner, set(study.decision_steps))
     return make

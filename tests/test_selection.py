@@ -12,6 +12,8 @@ from study.ledger import Ledger
 from study.search import StudyPlanner, half_width
 from study.teachers import TeacherStage
 
+from planner_helpers import finish
+
 CELL = "mlp1d_8-ce"
 
 
@@ -23,10 +25,6 @@ def make_planner(tmp_path):
         teachers = TeacherStage(study, tmp_path, tmp_path / "teachers")
         return StudyPlanner(study, Ledger(study, tmp_path, "selection"), tmp_path, teachers)
     return make
-
-
-def finish(planner, trial_id, value):
-    planner.on_trial_complete(trial_id, {"best_val_acc": value, "finished": True})
 
 
 def search(planner, values):
