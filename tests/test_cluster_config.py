@@ -16,6 +16,10 @@ No cloud SDK and no network needed: for ``aws``, ``prepare_config`` only reads
 fixture makes any socket connection fail so a future Ray that starts calling out is caught.
 For ``local``, ``prepare_config`` replaces the node types with its single built-in type and
 derives min/max workers from ``worker_ips``.
+
+cluster.yaml runs the project image built from docker/Dockerfile (or, as its documented
+fallback, Ray's published image with the project installed at node start). No docker engine
+runs here, so the image itself is never built by these tests; its Dockerfile is read instead.
 """
 
 import copy
@@ -34,6 +38,8 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+PROJECT_IMAGE = "annealing-kd"  # the repository name, under any registry, of docker/Dockerfile's image
 
 
 @pytest.fixture
@@ -56,12 +62,34 @@ def prepared(name):
     return prepare_config(copy.deepcopy(load(name)))
 
 
+def project_table():
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
 def pinned_ray_version():
     """The ray version pinned in pyproject.toml (``ray[...]==X``)."""
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = project_table()["dependencies"]
     pins = [m.group(1) for d in deps if (m := re.fullmatch(r"ray(?:\[[^\]]*\])?==(\S+)", d))]
     assert len(pins) == 1, deps
     return pins[0]
+
+
+def ray_base_image():
+    """Ray's published image for the pinned version: -gpu for CUDA on the workers, py311 for the
+    project's Python. (rayproject/ray-ml is not published after Ray 2.49.)"""
+    return f"rayproject/ray:{pinned_ray_version()}-py311-gpu"
+
+
+def is_project_image(image):
+    return image.rpartition(":")[0].rpartition("/")[2] == PROJECT_IMAGE
+
+
+def dockerfile_instructions():
+    """(KEYWORD, arguments) of docker/Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines
+            if line and not line.startswith("#")]
 
 
 def start_commands(cfg, key):
@@ -128,15 +156,23 @@ def test_start_commands(name):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_installs_project_and_mounts_shared_storage(name):
+def test_every_node_has_the_project_and_shared_storage(name):
     cfg = prepared(name)
     mounts = cfg["file_mounts"]
-    (project_dir,) = [remote for remote, local in mounts.items() if local == "."]
+    image = cfg.get("docker", {}).get("image", "")
     # prepare_config folds setup_commands into head_ and worker_setup_commands.
     for key in ("head_setup_commands", "worker_setup_commands"):
-        assert any(
-            re.search(r"pip install .*-e " + re.escape(project_dir) + r"\b", c) for c in cfg[key]
-        ), cfg[key]
+        if is_project_image(image):
+            # The image has the project and its pins: a node start reinstalls none of them
+            # (boto3, which the head's autoscaler needs, is not in the image).
+            installs = [c for c in cfg[key] if re.search(r"\bpip install\b", c) and "boto3" not in c]
+            assert not installs, installs
+            assert "." not in mounts.values(), mounts
+        else:
+            (project_dir,) = [remote for remote, local in mounts.items() if local == "."]
+            assert any(
+                re.search(r"pip install .*-e " + re.escape(project_dir) + r"\b", c) for c in cfg[key]
+            ), cfg[key]
         # The provider default (an unpinned nightly wheel) must not leak in.
         assert not any("ray-wheels" in c for c in cfg[key])
     assert any("/mnt/shared" in c and "mount" in c for c in cfg["initialization_commands"])
@@ -147,7 +183,11 @@ def test_aws_node_types():
     cfg = prepared("cluster.yaml")
     types = cfg["available_node_types"]
     head = types[cfg["head_node_type"]]
-    assert head["resources"]["GPU"] == 0
+    # The head takes no trials: each asks for cpus_per_trial >= 1 CPUs (the study refuses less,
+    # tests/test_bad_inputs.py), and GPU: 0 keeps GPU tasks off it. Explicit keys: without
+    # them `ray start` would advertise the CPUs it detects.
+    assert head["resources"].get("CPU") == 0, head["resources"]
+    assert head["resources"].get("GPU") == 0, head["resources"]
     workers = {k: v for k, v in types.items() if k != cfg["head_node_type"]}
     gpu_workers = {k: v for k, v in workers.items() if v["resources"].get("GPU", 0) >= 1}
     assert gpu_workers, "no GPU worker type"
@@ -169,9 +209,8 @@ def test_aws_security_group_is_user_managed():
     assert "0.0.0.0/0" not in json.dumps(cfg)
 
 
-def test_aws_image_is_pinned():
+def test_aws_image_is_pinned_and_published():
     cfg = prepared("cluster.yaml")
-    version = ray.__version__
     docker = cfg["docker"]
     images = [docker[k] for k in ("image", "head_image", "worker_image") if k in docker]
     images += [
@@ -181,14 +220,43 @@ def test_aws_image_is_pinned():
     ]
     assert images
     for image in images:
+        assert "ray-ml" not in image, image  # not published after Ray 2.49: `ray up` fails at the pull
         repo, sep, tag = image.rpartition(":")
-        assert sep and repo.startswith("rayproject/"), image
-        assert tag != "latest" and "nightly" not in tag, image
-        assert tag.startswith(version + "-"), (image, version)
+        assert sep and tag != "latest" and "nightly" not in tag, image
+        if is_project_image(image):
+            # Built from docker/Dockerfile (test_project_image_dockerfile checks its base).
+            assert tag == project_table()["version"], image
+        else:
+            assert image == ray_base_image(), image
     # The bind mount that makes /mnt/shared (on the host) visible inside the container.
     assert any("/mnt/shared:/mnt/shared" in opt for opt in docker["run_options"])
     # The head's autoscaler needs boto3; Ray's default head_setup_commands (replaced) had it.
     assert any("boto3" in c for c in cfg["head_setup_commands"])
+
+
+def test_project_image_dockerfile():
+    steps = dockerfile_instructions()
+    # One stage, on Ray's published image of the pinned version, so the image's Ray is the client's.
+    assert [args for keyword, args in steps if keyword == "FROM"] == [ray_base_image()]
+    copied = {i: args.split()[-2] for i, (keyword, args) in enumerate(steps) if keyword == "COPY"}
+    installs = [(i, args) for i, (keyword, args) in enumerate(steps)
+                if keyword == "RUN" and re.search(r"\bpip install\b", args)]
+    tree = next(i for i, source in copied.items() if source == ".")
+    deps = next(i for i, source in copied.items() if source == "pyproject.toml")
+    # Dependencies from pyproject.toml alone before the tree arrives: code edits reuse that layer.
+    assert any(deps < i < tree for i, _ in installs), steps
+    # Then the copied project itself, a regular install (editable would point into the build tree).
+    project = [args for i, args in installs if i > tree and re.search(r"\s\.$", args)]
+    assert project, steps
+    assert not any(re.search(r"\s(-e|--editable)\b", args) for args in project), project
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_no_unsupported_storage_or_discontinued_image(name):
+    """Not even in comments: both would send users into a failure."""
+    text = (REPO / name).read_text()
+    assert "s3://" not in text  # the study refuses object-store --storage (study/config.py)
+    assert "ray-ml:" not in text  # no image tag of the discontinued ray-ml
 
 
 def test_onprem_provider():
