@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	@# uv: the same pinned packages as pip, ~10x faster on a fresh machine (scripts/uv_args.py
 	@# passes pip's index settings on); pip itself if uv cannot install them
 	($(PY) -m pip install --quiet uv==0.13.9 && \
-	  $(VENV)/bin/uv pip install --quiet --python $(PY) $$($(PY) scripts/uv_args.py) -e ".[dev]") || \
-	  $(PY) -m pip install --quiet -e ".[dev]"
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) $$($(PY) scripts/uv_args.py) -e ".[dev,dashboard]") || \
+	  $(PY) -m pip install --quiet -e ".[dev,dashboard]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -52,18 +52,29 @@ def load_study_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from study.runner import Study
 
+    if args.address and args.num_cpus:
+        raise ConfigError(f"num-cpus: {args.num_cpus} is not allowed with --address {args.address}; an existing "
+                          f"cluster has its own CPUs (--num-cpus sizes the local instance started without --address)")
     cfg = load_study_config(args)
     name = args.name or args.preset or Path(args.config).stem
-    study = Study(cfg, args.storage, name, preset=args.preset)
+    study = Study(cfg, args.storage, name, preset=args.preset, verbose=args.verbose)
     study.prepare(args.resume)  # every check that needs no cluster, before Ray starts
 
     import optuna
     import ray
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per cell
+    # The progress display says what Tune's status block and Optuna's per-study lines said
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(address=args.address, include_dashboard=args.dashboard, log_to_driver=False,
-             **({"num_cpus": args.num_cpus} if args.num_cpus and not args.address else {}))
+    if args.address:
+        context = ray.init(address=args.address, log_to_driver=False)
+    else:
+        # address "local": never attach to a Ray instance someone else left running on this machine
+        context = ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
+                           log_to_driver=False, **({"num_cpus": args.num_cpus} if args.num_cpus else {}))
+        if args.dashboard and context.dashboard_url:
+            print(f"Ray dashboard: http://{context.dashboard_url} (sign in with the token `ray get-auth-token` "
+                  f"prints)", flush=True)
     # SIGTERM (`ray job stop`, a scheduler's kill) takes Ctrl+C's path: Tune only stops cleanly
     # on SIGINT, and ray.init's own SIGTERM handler would exit without saying the study stopped
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -102,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", default="runs", help="experiment storage: a local or NFS path "
                      "shared by all nodes; experiments are <storage>/<name>")
     run.add_argument("--name", help="experiment name (default: the preset or config file name)")
-    run.add_argument("--address", default=None, help="Ray cluster address ('auto' inside a Ray job); "
-                     "default: start a local Ray instance")
+    run.add_argument("--address", default=None, help="attach to this Ray cluster ('auto': the one this "
+                     "machine or Ray job belongs to); default: start a new local Ray instance")
     run.add_argument("--resume", action="store_true", help="continue an existing experiment")
     run.add_argument("--num-samples", type=int, help="search trials per cell (overrides the preset)")
     run.add_argument("--max-concurrent", type=int, help="trials running at once")
@@ -113,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="dataset folder (CIFAR presets; GLUE presets: local GLUE files "
                      "instead of the Hub)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    run.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=False,
-                     help="start the Ray dashboard with the local instance")
+    run.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                     help="start the Ray dashboard with the local instance, on 127.0.0.1")
+    run.add_argument("--verbose", action="store_true",
+                     help="Tune's status block and Optuna's log lines as well as the progress display")
     run.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                      help="write the report when the study finishes")
     run.set_defaults(run=cmd_run)

@@ -56,8 +56,9 @@ def package_versions() -> dict[str, str]:
 
 class Study:
     def __init__(self, config: StudyConfig, storage: str | Path, name: str, preset: str | None = None,
-                 log: Callable[[str], None] = print, teachers: str | Path | None = None):
+                 log: Callable[[str], None] = print, teachers: str | Path | None = None, verbose: bool = False):
         self.config = config
+        self.verbose = verbose  # Tune's status block too, beside the progress display (study/progress.py)
         self.storage = check_storage_writable(storage)
         self.name = name
         self.preset = preset
@@ -124,7 +125,7 @@ class Study:
     # ------------------------------------------------------------------ the stages
     def task_study(self, task: str) -> "Study":
         return Study(self.config.for_task(task), self.exp_dir, f"glue-{task}", preset=self.preset,
-                     log=self.log, teachers=self.teachers)
+                     log=self.log, teachers=self.teachers, verbose=self.verbose)
 
     def run_tasks(self) -> Path:
         """A GLUE study over several tasks: each task's study in turn, then the joined files."""
@@ -190,28 +191,30 @@ class Study:
         return float(busy / (info["wall_seconds"] * trial_slots(hardware, self.config)))
 
     def check_shared_storage(self) -> None:
-        """On a multi-node cluster every node must see the storage (NFS); refuse otherwise."""
+        """Every node alive now must see the experiment folder; refuse to start otherwise. A node
+        that joins later (an autoscaler's) is checked by each trial it runs (study/trainable.py)."""
         import ray
-
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        if len(nodes) < 2:
-            return
-        marker = self.exp_dir / ".shared-storage-probe"
-        marker.write_text(self.name)
-
-        @ray.remote(num_cpus=0)
-        def sees(path: str) -> bool:
-            return Path(path).is_file()
-
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        probes = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                  .remote(str(marker)) for n in nodes]
-        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, ray.get(probes)) if not ok]
+        from study.trainable import StorageNotShared, check_storage_here
+
+        @ray.remote(num_cpus=0)
+        def blind_here(exp_dir: str) -> str | None:
+            try:
+                check_storage_here(exp_dir)
+            except StorageNotShared as error:
+                return str(error)
+            return None
+
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        if len(nodes) < 2:  # the driver's own node: it has just written study.json there
+            return
+        probes = [blind_here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                  .remote(str(self.exp_dir)) for n in nodes]
+        blind = [message for message in ray.get(probes) if message]
         if blind:
-            raise ConfigError(f"storage: {str(self.storage)!r} is not allowed on this {len(nodes)}-node "
-                              f"cluster; nodes {blind} cannot see it. Use a shared path (NFS/EFS mount) "
-                              f"present on every node")
+            raise ConfigError(f"storage: {str(self.storage)!r} is not allowed on this {len(nodes)}-node cluster; "
+                              + "; ".join(blind))
 
     # ------------------------------------------------------------------ Tune
     def make_tuner(self, planner):
@@ -219,18 +222,21 @@ class Study:
         from ray.tune.logger import JsonLoggerCallback
 
         from study.metrics import StudyMetrics, WallClock
+        from study.progress import Progress
         from study.search import CellPruner
         from study.trainable import TRIALS_FOLDER, run_trial, trial_dirname
 
         cfg = self.config
-        trainable = tune.with_parameters(run_trial, study_values=cfg.to_dict(), study_name=self.name,
+        trainable = tune.with_parameters(run_trial, study_values=cfg.to_dict(),
                                          exp_dir=str(self.exp_dir), bank_root=str(self.teachers))
         trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
         run_config = tune.RunConfig(
             name=TRIALS_FOLDER, storage_path=str(self.exp_dir),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             # result.json only: the trials write their own per-epoch file and state
-            callbacks=[JsonLoggerCallback(), StudyMetrics(self.name), WallClock(self.record_wall)], verbose=1)
+            callbacks=[JsonLoggerCallback(), StudyMetrics(self.name, trial_slots(cluster_hardware(), cfg)),
+                       WallClock(self.record_wall), Progress(planner)],
+            verbose=1 if self.verbose else 0)
         tune_config = tune.TuneConfig(
             search_alg=planner, scheduler=CellPruner(planner, set(cfg.decision_steps)),
             num_samples=planner.max_trials(), max_concurrent_trials=cfg.max_concurrent,

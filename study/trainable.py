@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from ray import tune
 
 from kd.train import DivergedError, train
 from study.config import StudyConfig
-from study.metrics import TrialMetrics
 
 TRIALS_FOLDER = "trials"
 STATE_FILE, EPOCHS_FILE, FINAL_FILE = "state.pt", "epochs.jsonl", "final.json"
@@ -101,8 +101,23 @@ def last_state(folder: Path, resume_from: str | None) -> Path | None:
     return None
 
 
-def run_trial(config: dict[str, Any], study_values: dict[str, Any], study_name: str, exp_dir: str,
+class StorageNotShared(RuntimeError):
+    """This node does not see the experiment folder the driver writes."""
+
+
+def check_storage_here(exp_dir: str) -> None:
+    """Every trial writes into the experiment folder on the shared storage: a node that does not
+    mount it would write to a folder of its own, and its results would never reach the study. The
+    driver's study.json is the sign the folder is the shared one."""
+    if not (Path(exp_dir) / "study.json").is_file():
+        node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+        raise StorageNotShared(f"storage: node {node} cannot see the study's storage {exp_dir} (no study.json "
+                               f"there); mount the shared storage at the same path on every node")
+
+
+def run_trial(config: dict[str, Any], study_values: dict[str, Any], exp_dir: str,
               bank_root: str) -> None:
+    check_storage_here(exp_dir)  # before anything is written or trained
     trial_id = tune.get_context().get_trial_id()
     folder = trial_folder(exp_dir, config, trial_id)
     final = folder / FINAL_FILE
@@ -113,7 +128,6 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], study_name: 
     torch.set_num_threads(max(1, int(study.cpus_per_trial)))  # no oversubscription of shared cores
     cfg, waited = run_config(study, config)
     cfg, bank = with_stored_bank(cfg, bank_root)
-    gauges = TrialMetrics(study_name, config["cell"], trial_id)
     decide_at = set(study.decision_steps) if config["stage"] == "search" else set()
     resume_from = last_state(folder, config.get("resume_from"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +136,6 @@ def run_trial(config: dict[str, Any], study_values: dict[str, Any], study_name: 
 
     def report(metrics: dict[str, Any], save_state) -> None:
         last.update(metrics)
-        gauges.update(metrics)
         metrics = {**_clean(metrics), "node_id": node_id, "pid": os.getpid(), "teacher_wait_s": waited}
         with open(folder / EPOCHS_FILE, "a") as f:  # a resumed trial repeats epochs: the last row wins
             f.write(json.dumps(metrics) + "\n")

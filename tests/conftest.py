@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 
 import pytest
@@ -43,13 +45,22 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
-def smoke_experiment(ray_session, tmp_path_factory):
-    """The smoke preset run end to end once; shared by the study and the analysis tests."""
+def smoke_run(ray_session, tmp_path_factory):
+    """The smoke preset run end to end once: its experiment folder and what its driver printed
+    (stdout is not a terminal here, so the progress display prints plain lines)."""
     from study.config import StudyConfig
     from study.runner import Study
 
     storage = tmp_path_factory.mktemp("storage")
     study = Study(StudyConfig.preset("smoke"), storage, "smoke", preset="smoke")
     study.prepare(resume=False)
-    study.run()
-    return study.exp_dir
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        study.run()
+    return study.exp_dir, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def smoke_experiment(smoke_run):
+    """The smoke experiment; shared by the study and the analysis tests."""
+    return smoke_run[0]

@@ -215,13 +215,16 @@ class LocalHead:
 
 
 def start_head(num_cpus: int = 2, object_store_mb: int = 256,
-               timeout: float = 90.0) -> LocalHead:
-    """`ray start --head --block` on loopback with token auth; waits until jobs can be submitted."""
+               timeout: float = 90.0, extra_env: dict[str, str] | None = None) -> LocalHead:
+    """`ray start --head --block` on loopback with token auth; waits until jobs can be submitted.
+
+    `extra_env` is added to the environment of the head and of every process the tests start
+    against it (e.g. RAY_metrics_report_interval_ms for the metrics tests)."""
     # Short path under /tmp: Ray puts Unix sockets under --temp-dir (107-byte path limit).
     temp_dir = Path(tempfile.mkdtemp(prefix="akdray-", dir="/tmp"))
     token_path = temp_dir / "auth_token"
     token = write_token(token_path)
-    env = auth_env(token_path)
+    env = {**auth_env(token_path), **(extra_env or {})}
     (gcs, dash, metrics, agent_http, agent_grpc, rt_env, node_mgr, obj_mgr,
      client) = free_ports(9)
     cmd = [

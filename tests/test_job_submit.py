@@ -62,7 +62,7 @@ def smoke_study_job(tmp_path: Path) -> JobSpec:
     return JobSpec(
         REPO,  # run_study.py lives at the repo root; .gitignore keeps .venv and runs/ out
         ["python", "run_study.py", "run", "--preset", "smoke", "--num-samples", "2", "--storage",
-         str(tmp_path / "runs")],
+         str(tmp_path / "runs"), "--address", "auto"],  # the job's cluster, not a new local instance
         marker="study smoke finished",  # the CLI's last line of a finished study
         timeout_s=300,
     )

@@ -46,7 +46,7 @@ def write_study(tmp_path, **changes):
 
 def start_driver(config, storage, *extra):
     cmd = [sys.executable, "run_study.py", "run", "--config", str(config), "--storage", str(storage),
-           "--name", "faults", "--no-report", *extra]
+           "--name", "faults", "--no-report", "--no-dashboard", *extra]
     log_path = Path(storage).parent / f"driver-{time.time_ns()}.log"
     # unbuffered: the tests read the driver's log while it runs
     driver = subprocess.Popen(cmd, cwd=REPO, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
