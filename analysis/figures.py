@@ -20,19 +20,17 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis import tables, tasks
 from analysis.load import Experiment
+from kd.methods import Method
 
-METHOD_STYLE = {  # colour-blind-safe (Okabe-Ito) and fixed, so a method looks the same everywhere
-    "ce": ("#555555", "o", "CE (no teacher)"),
-    "kd": ("#0072B2", "s", "Hinton KD"),
-    "takd": ("#CC79A7", "D", "TAKD"),
-    "annealing": ("#D55E00", "^", "Annealing-KD"),
-    "continuation": ("#009E73", "v", "Continuation-KD"),
-}
 DPI = 110
 
 
 def style(method: str) -> tuple[str, str, str]:
-    return METHOD_STYLE.get(method, ("#E69F00", "P", method))
+    """Colour, marker and label as the method declares them (Okabe-Ito colours, colour-blind
+    safe, so a method looks the same everywhere); a method this process does not know is
+    drawn in the default style under its name."""
+    found = tables.method_of(method)
+    return (found.colour, found.marker, found.label) if found is not None else (Method.colour, Method.marker, method)
 
 
 def _save(fig: Figure, out) -> Path:

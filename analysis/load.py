@@ -107,12 +107,26 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_dir():
         raise ExperimentError(f"{path}: no such experiment directory")
     info = _read_info(path / "study.json")
-    missing: list[str] = []
+    missing = _load_plugins(info)
     trials = _read_trials(path / "summary.csv", missing)
     teachers = _read_teachers(path / "teachers.csv", missing)
     epochs = _read_epochs(path, trials, missing)
     missing[:0] = _study_notes(info, trials)  # the study-level state reads best first
     return Experiment(path, info, trials, epochs, teachers, missing)
+
+
+def _load_plugins(info: dict[str, Any]) -> list[str]:
+    """Load the study's method plugins, so that the report names, orders and draws their
+    methods as they declare; one that cannot be loaded here leaves them known by name only."""
+    from kd.methods import load_plugins
+
+    notes = []
+    for spec in (info.get("config") or {}).get("plugins") or []:
+        try:
+            load_plugins([spec], field="plugins")
+        except Exception as error:  # whatever a plugin's code raises, the report still gets written
+            notes.append(f"method plugin {spec} could not be loaded here ({error}): its methods are shown by name")
+    return notes
 
 
 def _read_info(file: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pandas as pd
 from analysis import tasks
 from analysis.load import Experiment
 from analysis.tables import (PAPER_SELECTION_RULE, SELECTION_RULE, capacity_ratios, completed, first_value,
-                             method_key, teacher_accuracy)
+                             method_key, method_of, teacher_accuracy)
 
 
 def protocol(exp: Experiment) -> list[tuple[str, str]]:
@@ -189,21 +189,10 @@ def _num(value) -> str:
     return f"{value:.2f}" if pd.notna(value) else "n/a"
 
 
-# What is fixed by construction for each method, beside its searched ranges (README, "The methods").
-_METHOD_RULES = {
-    "annealing": "phase 1 lasts tau_max x stage_epochs epochs (MSE onto Phi(T) z_t); phase 2 (CE from the best "
-                 "phase-1 checkpoint) gets the rest of the budget",
-    "continuation": "T steps down every floor(epochs / tau_max) epochs over the whole run (Algorithm 1); psi "
-                    "ramps from 0 to 1 over psi_fraction x epochs",
-    "kd": "(1 - alpha) CE + alpha tau^2 KL",
-    "takd": "Hinton KD from the assistant",
-    "ce": "labels only",
-}
-
-
 def method_protocol(exp: Experiment) -> pd.DataFrame:
     """How each method was run: its teacher, what its cell searched over which ranges (as
-    recorded in study.json), the trials and the budget it had, and what was fixed."""
+    recorded in study.json), the trials and the budget it had, and what was fixed: by
+    construction (the method's `rule`) and in the study's space."""
     cfg, spaces = exp.config, exp.info.get("search_spaces") or {}
     methods = sorted(set(exp.trials["method"]) | set(cfg.get("methods") or []), key=method_key)
     rows = []
@@ -213,10 +202,15 @@ def method_protocol(exp: Experiment) -> pd.DataFrame:
             else "not recorded in study.json"
         fixed = [f"{k} {v}" for k, v in (space or {}).items() if not isinstance(v, list)]
         rows.append({"method": method, "teacher": _teacher_of(exp, method), "searched": searched or "nothing",
-                     "fixed": "; ".join([_METHOD_RULES.get(method, ""), *fixed]).strip("; "),
+                     "fixed": "; ".join([_rule(method), *fixed]).strip("; "),
                      "trials per cell": cfg.get("trials_per_cell", "?"),
                      "epoch budget": cfg.get("epochs", "?")})
     return pd.DataFrame(rows, columns=["method", "teacher", "searched", "fixed", "trials per cell", "epoch budget"])
+
+
+def _rule(method: str) -> str:
+    found = method_of(method)
+    return found.rule if found is not None else ""
 
 
 def _range_text(name: str, spec: list) -> str:
@@ -227,9 +221,10 @@ def _range_text(name: str, spec: list) -> str:
 
 
 def _teacher_of(exp: Experiment, method: str) -> str:
-    if method == "ce":
+    found = method_of(method)  # one this process does not know is taken to distil from the teacher
+    if found is not None and not found.needs_teacher:
         return "none"
-    role = "assistant" if method == "takd" else "teacher"
+    role = "assistant" if found is not None and found.needs_assistant else "teacher"
     rows = exp.teachers[exp.teachers["role"] == role]
     if rows.empty:
         return f"{role} not recorded in teachers.csv"

@@ -112,9 +112,10 @@ def show_overview(overview: pd.DataFrame) -> pd.DataFrame:
         row.update({r.column: pm(r.mean, r.std) for r in group.itertuples(index=False)})
         rows.append(row)
     table = pd.DataFrame(rows, columns=["method", "student", *columns]).fillna(DASH)
-    order = {label: i for i, label in enumerate(["Teacher", *(method_label(m) for m in tables.METHOD_ORDER)])}
-    return table.sort_values(["student", "method"], key=lambda c: c.map(lambda v: order.get(v, 99))
-                             if c.name == "method" else c, kind="stable").reset_index(drop=True)
+    methods = sorted(set(overview["method"]) - {"teacher"}, key=tables.method_key)
+    order = {label: i for i, label in enumerate(["Teacher", *map(method_label, methods)])}
+    return table.sort_values(["student", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 def show_gain(gain: pd.DataFrame) -> pd.DataFrame:

@@ -14,16 +14,24 @@ import pandas as pd
 from scipy import stats
 
 from analysis.load import Experiment
+from kd.methods import METHODS, Method
 
-METHOD_ORDER = ("ce", "kd", "takd", "annealing", "continuation")
 SELECTION_RULE = "checkpoint with best validation accuracy; test accuracy reported for that checkpoint"
 PAPER_SELECTION_RULE = ("checkpoint with best TEST accuracy (paper_protocol, as the official code); "
                         "test accuracy of that checkpoint, optimistic by construction")
 
 
-def method_key(method: str) -> tuple[int, str]:
-    """Sort key: methods in the order of the paper's tables, unknown ones after, by name."""
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+def method_of(method: str) -> type[Method] | None:
+    """The method as it describes itself (kd/methods); None for one this process does not know
+    (a plugin the report could not load)."""
+    return METHODS.get(method) if method in METHODS else None
+
+
+def method_key(method: str) -> tuple[float, str]:
+    """Sort key: methods in the order of the papers' tables (each method's `order`), unknown
+    ones after, by name."""
+    found = method_of(method)
+    return (found.order if found is not None else math.inf, method)
 
 
 def sort_rows(df: pd.DataFrame, *by: str) -> pd.DataFrame:

@@ -1,38 +1,31 @@
-"""python -m kd: train one teacher or student without Ray; list models; a quick demo.
+"""python -m kd: train one teacher or student without Ray; list models and methods; a quick demo.
 
-Every TrainConfig field is an option of `train`. Progress goes to stderr one line per
-epoch; the last line on stdout is a JSON object with the final metrics.
+Every TrainConfig field is an option of `train`, each method's parameters included (method
+plugins named in KD_METHOD_PLUGINS too). Progress goes to stderr one line per epoch; the
+last line on stdout is a JSON object with the final metrics.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import types
-import typing
-from dataclasses import MISSING, fields
 
-from kd.config import ConfigError, TrainConfig
+from kd.config import ConfigError, TrainConfig, method_params
+from kd.methods import METHODS, ordered
 from kd.models import MODELS, build_model, count_parameters, model_input
 from kd.registry import UnknownNameError
 from kd.store import TeacherStore
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        kind = hints[f.name]
-        if isinstance(kind, types.UnionType):  # "str | None" -> str
-            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        option = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            parser.add_argument(option, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=default, help=help_text)
+    for option in TrainConfig.options():
+        flag = "--" + option.name.replace("_", "-")
+        if option.type is bool:
+            parser.add_argument(flag, dest=option.name, action=argparse.BooleanOptionalAction,
+                                default=option.default, help=option.help)
         else:
-            parser.add_argument(option, dest=f.name, type=kind, default=default,
-                                choices=f.metadata.get("choices"), help=help_text)
+            parser.add_argument(flag, dest=option.name, type=option.type, default=option.default,
+                                choices=option.choices, help=option.help)
 
 
 def progress_line(role: str):
@@ -48,7 +41,7 @@ def progress_line(role: str):
 def cmd_train(args: argparse.Namespace) -> int:
     from kd.train import train
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    values = {option.name: getattr(args, option.name) for option in TrainConfig.options()}
     cfg = TrainConfig.from_dict(values)
     cfg = TeacherStore(args.store).resolve(cfg, report=progress_line("teacher"))
     result = train(cfg, report=progress_line(cfg.model))
@@ -73,6 +66,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Every registered method as it describes itself: what it needs, its paper, its parameters."""
+    params = method_params()
+    for name in ordered():
+        method = METHODS.get(name)
+        needs = "an assistant" if method.needs_assistant else "a teacher" if method.needs_teacher else "no teacher"
+        print(f"{name} ({method.label}): needs {needs}; {method.reference}")
+        if method.rule:
+            print(f"    {method.rule}")
+        for param in method.params:
+            shared = [m for m in params[param.name][1] if m != name]
+            print(f"    --{param.name.replace('_', '-')} ({param.describe()})"
+                  + (f", shared with {', '.join(shared)}" if shared else ""))
+        print(f"    study search by default: {json.dumps(method.search) if method.search else 'lr and weight decay only'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The default MNIST-1D teacher and one student per method, as a results table."""
     from kd.train import train
@@ -83,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = TeacherStore(args.store)
     rows = []
     teacher_cfg = None
-    for method in ("ce", "kd", "takd", "annealing", "continuation"):
+    for method in ordered():
         cfg = store.resolve(base.replace(method=method), report=progress_line("teacher"))
         result = train(cfg, report=progress_line(f"{method}"))
         rows.append((method, result["best_val_acc"], result["test_acc"], result["seconds"]))
@@ -119,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_models = sub.add_parser("models", help="list the registered architectures with parameter counts")
     p_models.add_argument("--num-classes", type=int, default=10, help="classes for the image models")
     p_models.set_defaults(run=cmd_models)
+    p_methods = sub.add_parser("methods", help="list the registered methods: needs, paper, parameters, search")
+    p_methods.set_defaults(run=cmd_methods)
     p_demo = sub.add_parser("demo", help="MNIST-1D teacher + one student per method, as a table",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p_demo.add_argument("--teacher", default="cnn1d_64")

@@ -2,13 +2,15 @@
 
 Every field has a help text (it becomes a `python -m kd` option) and every value is
 validated before any data is loaded or model built, with an error that names the field,
-the value and what is allowed.
+the value and what is allowed. The hyperparameters of the methods are fields too, declared
+by the methods themselves (kd/methods, `Param`) and looked up in the registry whenever a
+config is built: a method brings its own, a plugin loaded later included.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -26,18 +28,21 @@ def check_types(config: Any) -> None:
     before any comparison could fail with a TypeError. An int is a float; a bool is not a
     number; `X | None` also allows None."""
     for name, hint in typing.get_type_hints(type(config)).items():
-        value = getattr(config, name)
-        allowed = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-        if value is None and type(None) in typing.get_args(hint):
-            continue
-        kind = allowed[0]
-        if kind is bool:
-            ok = isinstance(value, bool)
-        else:
-            ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
-        if not ok:
-            words = _TYPE_WORDS.get(kind, kind.__name__) + (" (or left out)" if type(None) in typing.get_args(hint) else "")
-            raise ConfigError(f"{name}: {value!r} is not allowed; it must be {words}")
+        check_type(name, getattr(config, name), hint)
+
+
+def check_type(name: str, value: Any, hint: Any) -> None:
+    allowed = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    if value is None and type(None) in typing.get_args(hint):
+        return
+    kind = allowed[0]
+    if kind is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+    if not ok:
+        words = _TYPE_WORDS.get(kind, kind.__name__) + (" (or left out)" if type(None) in typing.get_args(hint) else "")
+        raise ConfigError(f"{name}: {value!r} is not allowed; it must be {words}")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -47,10 +52,47 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 LR_SCHEDULES = ("step", "cosine", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
+# Method parameters that were TrainConfig fields before the methods declared their own: every
+# stored teacher's key (kd/store.py names teachers by it), saved training state and given
+# teacher's score file holds them, so every record keeps them. Any other method parameter is
+# recorded only where it differs from its default: adding a method changes no existing key.
+ALWAYS_RECORDED = ("tau_max", "stage_epochs", "temperature", "alpha", "psi_epochs", "margin")
 
 
 @dataclass(frozen=True)
+class Option:
+    """One `python -m kd train` option: a field of TrainConfig or a method's parameter."""
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+def method_params() -> dict[str, tuple[Any, list[str]]]:
+    """Every registered method's parameters by name: its Param and the methods that declare it
+    (in the papers' order). A parameter named like a TrainConfig field would hide it: refused."""
+    # local: kd.methods loads the KD_METHOD_PLUGINS plugins, which may import this module
+    from kd.methods import METHODS, ordered
+
+    core = {f.name for f in fields(TrainConfig)}
+    found: dict[str, tuple[Any, list[str]]] = {}
+    for method in ordered():
+        for param in METHODS.get(method).params:
+            if param.name in core:
+                raise ConfigError(f"method {method!r}: parameter {param.name!r} is a TrainConfig field already; "
+                                  f"choose another name")
+            found.setdefault(param.name, (param, []))[1].append(method)
+    return found
+
+
+# init, eq and repr are written below: the method parameters are fields no dataclass declares.
+@dataclass(frozen=True, init=False, eq=False, repr=False)
 class TrainConfig:
+    """Besides the fields below, every parameter a registered method declares is a field
+    (`TrainConfig(method="annealing", tau_max=5)`), looked up in the registry when a config
+    is built: a plugin loaded later brings its own."""
+
     # --- data
     dataset: str = _opt("mnist1d", "mnist1d | cifar10 | cifar100 | glue-<task> (cola, sst2, mrpc, stsb, "
                                    "qqp, mnli, qnli, rte) | template-text")
@@ -67,14 +109,9 @@ class TrainConfig:
     max_length: int = _opt(128, "text: longest tokenised example (longer pairs are truncated)")
     # --- model and method
     model: str = _opt("cnn1d_8", "student architecture (see `python -m kd models`)")
-    method: str = _opt("ce", "ce | kd | annealing | continuation | takd")
+    method: str = _opt("ce", "the distillation method (`python -m kd methods` lists them)")
     epochs: int = _opt(60, "total epoch budget of the run, all phases included")
-    tau_max: int = _opt(10, "annealing / continuation: maximum temperature")
-    stage_epochs: int = _opt(3, "annealing / continuation: epochs per temperature step")
-    temperature: float = _opt(4.0, "kd / takd: softmax temperature")
-    alpha: float = _opt(0.9, "kd / takd: weight of the distillation term")
-    psi_epochs: int = _opt(45, "continuation: epochs over which psi ramps from 0 to 1")
-    margin: float = _opt(0.0, "continuation: hinge margin m")
+    # (each method's own parameters follow here: method_params)
     # --- optimisation
     batch_size: int = _opt(128, "mini-batch size")
     optimizer: str = _opt("sgd", "sgd (momentum) or adamw; a fresh one in every phase", choices=OPTIMIZERS)
@@ -87,7 +124,7 @@ class TrainConfig:
     grad_clip: float | None = _opt(None, "clip the gradient's global L2 norm to this before every step "
                                          "(default: no clipping)")
     # --- teacher / assistant
-    teacher: str | None = _opt(None, "teacher architecture (kd, annealing, continuation, takd)")
+    teacher: str | None = _opt(None, "teacher architecture (every method that distils)")
     teacher_checkpoint: str | None = _opt(None, "stored teacher file; trained into --store when absent")
     teacher_epochs: int = _opt(60, "epochs when the teacher (and assistant) is trained here")
     teacher_lr: float = _opt(0.1, "learning rate when the teacher (and assistant) is trained here")
@@ -105,6 +142,26 @@ class TrainConfig:
     compile: bool = _opt(False, "wrap the student in torch.compile")
     paper_protocol: bool = _opt(False, "select checkpoints on TEST accuracy like the official code "
                                        "(for comparison only; default selects on validation)")
+
+    def __init__(self, **values: Any) -> None:
+        params = method_params()
+        core = fields(TrainConfig)
+        unknown = sorted(set(values) - {f.name for f in core} - set(params))
+        if unknown:
+            raise TypeError(f"TrainConfig got unknown field(s) {unknown}")
+        for f in core:
+            object.__setattr__(self, f.name, values.get(f.name, f.default))
+        for name, (param, _) in params.items():
+            object.__setattr__(self, name, values.get(name, param.default))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -134,8 +191,24 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    def options(cls) -> list[Option]:
+        """Every field as an option: the method parameters after the epoch budget (where the
+        first ones always stood), each saying which methods use it."""
+        hints = typing.get_type_hints(cls)
+        core = []
+        for f in fields(cls):
+            kind = hints[f.name]
+            if isinstance(kind, types.UnionType):  # "str | None" -> str
+                kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+            core.append(Option(f.name, kind, f.default, f.metadata.get("help", ""), f.metadata.get("choices")))
+        params = [Option(name, param.type, param.default, f"{', '.join(users)}: {param.help}")
+                  for name, (param, users) in method_params().items()]
+        after = next(i for i, option in enumerate(core) if option.name == "epochs") + 1
+        return core[:after] + params + core[after:]
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(method_params())
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; allowed: {sorted(known)}")
@@ -144,12 +217,16 @@ class TrainConfig:
         return cfg
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        cfg = dataclasses.replace(self, **changes)
+        cfg = TrainConfig(**{**vars(self), **changes})
         cfg.validate()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The record of this config (config.json, saved states, key): every field, and each
+        method parameter outside ALWAYS_RECORDED only where it differs from its default."""
+        params = method_params()
+        return {k: v for k, v in vars(self).items()
+                if k not in params or k in ALWAYS_RECORDED or v != params[k][0].default}
 
     def key(self, ignore: tuple[str, ...] = ("device", "amp", "compile", "teacher_bank",
                                              "bank_memory_gb")) -> str:
@@ -159,7 +236,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
-        from kd.methods import METHODS  # local: methods import this module
+        from kd.methods import METHODS  # local: see method_params
         from kd.models import MODELS, model_input
 
         def fail(name: str, rule: str) -> None:
@@ -168,6 +245,9 @@ class TrainConfig:
         from kd.data import DATASETS
 
         check_types(self)
+        params = method_params()
+        for name, (param, _) in params.items():
+            check_type(name, getattr(self, name), param.type)
 
         for f in fields(self):
             choices = f.metadata.get("choices")
@@ -186,14 +266,15 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "teacher_epochs", "num_samples"):
             if getattr(self, name) < 1:
                 fail(name, "it must be >= 1")
-        for name in ("lr", "teacher_lr", "temperature"):
+        for name in ("lr", "teacher_lr"):
             if not getattr(self, name) > 0:
                 fail(name, "it must be > 0")
-        for name in ("weight_decay", "teacher_weight_decay", "momentum", "margin", "bank_memory_gb"):
+        for name in ("weight_decay", "teacher_weight_decay", "momentum", "bank_memory_gb"):
             if getattr(self, name) < 0:
                 fail(name, "it must be >= 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            fail("alpha", "it must lie in [0, 1]")
+        for name, (param, _) in params.items():  # every method's, whichever method runs
+            if not param.allows(getattr(self, name)):
+                fail(name, param.rule())
         if not 0.0 <= self.warmup_ratio < 1.0:
             fail("warmup_ratio", "it must lie in [0, 1)")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -21,8 +21,10 @@ class UnknownNameError(KeyError, ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, check: Callable[[str, T, dict[str, T]], None] | None = None):
+        """``check(name, entry, registered)`` may refuse an entry before it is added (it raises)."""
         self.kind = kind
+        self._check = check
         self._entries: dict[str, T] = {}
         self._patterns: list[tuple[re.Pattern, str, Callable[[re.Match], T]]] = []
 
@@ -30,6 +32,8 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if self._check is not None:
+                self._check(name, obj, dict(self._entries))
             self._entries[name] = obj
             return obj
 

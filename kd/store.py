@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from kd.checkpoints import load_model, save_model
 from kd.config import TrainConfig
+from kd.methods import METHODS
 from kd.train import train
 
 
@@ -82,13 +83,13 @@ class TeacherStore:
 
     def resolve(self, cfg: TrainConfig, report: Callable | None = None,
                 trainer: Callable | None = None) -> TrainConfig:
-        """cfg with teacher_checkpoint (and assistant_checkpoint for takd) filled in."""
+        """cfg with teacher_checkpoint (and assistant_checkpoint for a method that needs one, TAKD) filled in."""
         changes: dict[str, Any] = {}
         teacher_path = cfg.teacher_checkpoint
         if cfg.teacher is not None and teacher_path is None:
             teacher_path = str(self.get_or_train(teacher_config(cfg), report, trainer))
             changes["teacher_checkpoint"] = teacher_path
-        if cfg.method == "takd" and cfg.assistant_checkpoint is None:
+        if METHODS.get(cfg.method, field="method").needs_assistant and cfg.assistant_checkpoint is None:
             changes["assistant_checkpoint"] = str(
                 self.get_or_train(assistant_config(cfg, teacher_path), report, trainer))
         return cfg.replace(**changes) if changes else cfg

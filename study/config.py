@@ -23,7 +23,7 @@ import yaml
 from kd.checkpoints import is_hf_reference
 from kd.config import ConfigError, TrainConfig, check_types
 from kd.data import dataset_info
-from kd.methods import METHODS
+from kd.methods import METHODS, is_plugin_file, load_plugins
 from study.space import corner_params
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -32,23 +32,19 @@ PRESET_DIR = Path(__file__).parent / "presets"
 # same ranges, so no method is handicapped by a fixed setting while others are tuned. Set
 # them for a study under `search: {shared: {...}}`, never per method.
 SHARED_SEARCH: dict[str, Any] = {"lr": [0.02, 0.5], "weight_decay": [1e-5, 1e-3]}
-# Each method's own parameters on top (low, high); a study overrides any of them per method
-# under `search: {<method>: {...}}`; a single value instead of a range fixes the parameter.
-METHOD_SEARCH: dict[str, dict[str, Any]] = {
-    "ce": {},
-    "kd": {"temperature": [1, 2, 5, 10, 15, 20],          # TAKD's sets (search_space.json)
-           "alpha": [round(0.05 * i, 2) for i in range(1, 21)]},
-    "takd": {"temperature": [1, 2, 5, 10, 15, 20],
-             "alpha": [round(0.05 * i, 2) for i in range(1, 21)]},
-    "annealing": {"tau_max": [2, 8], "stage_epochs": [1, 3], "min_phase2_epochs": 2},
-    # T steps over the whole run (Algorithm 1): no stage length to search
-    "continuation": {"tau_max": [2, 10], "psi_fraction": [0.2, 0.8], "margin": [0.0, 5.0]},
-}
+# Each method's own parameters on top, as the method declares them (kd/methods: `search`); a
+# study overrides any of them per method under `search: {<method>: {...}}`; a single value
+# instead of a range fixes the parameter.
 SHARED = "shared"
 # Confirmation runs use seeds from study seed + CONFIRM_SEED_OFFSET + 1: the headline seeds
 # (study seed + 1, + 2, ...) never take part in choosing a configuration.
 CONFIRM_SEED_OFFSET = 1000
 PRUNERS = ("asha", "median", "none")
+
+
+def method_search(method: str) -> dict[str, Any]:
+    """A method's default search over its own parameters (a copy: a study must not change it)."""
+    return copy.deepcopy(METHODS.get(method, field="methods").search)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -86,6 +82,8 @@ class StudyConfig:
     confirm_seeds: int = _f(2, "extra seeds of each confirm_top configuration (study seed + 1001, + 1002, "
                                "...: never a headline seed)")
     search: dict = _f({}, "per-method overrides of the search ranges")
+    plugins: list = _f([], "method plugins: .py files (at the same path on every node) or modules every node can "
+                           "import, that register methods (kd/methods); every process of the study loads them")
     pruner: str = _f("asha", "asha | median | none (Optuna pruner, compared within a cell)")
     reduction_factor: int = _f(2, "asha: a trial goes on past each rung if it is in the top 1/reduction_factor")
     grace_epochs: int = _f(3, "the pruner's first decision, in epochs of a trial's final phase (ASHA's min "
@@ -99,6 +97,15 @@ class StudyConfig:
     checkpoint_every: int = _f(10, "epochs between a trial's checkpoints (also at every temperature stage "
                                    "and phase end): a lost node costs at most this many epochs")
     seed: int = _f(0, "seed of the samplers and of the search trials")
+
+    def __post_init__(self) -> None:
+        # Every process that builds this config (the driver, each trial and teacher worker, the
+        # report) must know the methods it names before any TrainConfig is built. A plugin file
+        # is kept by its absolute path: trials run in folders of their own.
+        if isinstance(self.plugins, list) and all(isinstance(p, str) for p in self.plugins):
+            absolute = [str(Path(p).expanduser().resolve()) if is_plugin_file(p) else p for p in self.plugins]
+            object.__setattr__(self, "plugins", absolute)
+            load_plugins(absolute, field="plugins")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -133,7 +140,10 @@ class StudyConfig:
         return dataclasses.replace(self, **changes).validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if not values["plugins"]:  # the record of a study without plugins stays as it always was (--resume)
+            del values["plugins"]
+        return values
 
     # ------------------------------------------------------------------ derived
     @property
@@ -174,7 +184,7 @@ class StudyConfig:
 
     def search_space(self, method: str) -> dict[str, Any]:
         """The ranges a method's cell searches: the shared optimiser ranges, then its own."""
-        return {**SHARED_SEARCH, **self.search.get(SHARED, {}), **METHOD_SEARCH[method],
+        return {**SHARED_SEARCH, **self.search.get(SHARED, {}), **method_search(method),
                 **self.search.get(method, {})}
 
     def train_config(self, student: str, method: str, **params: Any) -> TrainConfig:
@@ -182,7 +192,7 @@ class StudyConfig:
         values = {"dataset": self.dataset, "data_dir": self.data_dir, "teacher": self.teacher,
                   "model": student, "method": method, "epochs": self.epochs, "seed": self.seed,
                   **self.train, **params}
-        if method == "takd":
+        if METHODS.get(method, field="methods").needs_assistant:
             values["assistant"] = self.assistant
         return TrainConfig.from_dict(values)
 
@@ -196,12 +206,15 @@ class StudyConfig:
             return self._validate_tasks(fail)
         if not self.students:
             fail("students", "list at least one student architecture")
+        if not all(isinstance(p, str) for p in self.plugins):
+            fail("plugins", "list .py files or module names")
         if not self.methods:
             fail("methods", "list at least one method")
         for method in self.methods:
             METHODS.get(method, field="methods")
-        if "takd" in self.methods and not self.assistant:
-            fail("assistant", "method takd needs an assistant architecture")
+        for method in self.methods:
+            if METHODS.get(method).needs_assistant and not self.assistant:
+                fail("assistant", f"method {method} needs an assistant architecture")
         for name in ("epochs", "trials_per_cell", "rerun_seeds", "grace_epochs", "cpus_per_trial",
                      "checkpoint_every"):
             if getattr(self, name) < (0 if name == "rerun_seeds" else 1):
@@ -235,11 +248,11 @@ class StudyConfig:
         return self
 
     def _validate_search(self) -> None:
-        allowed = {SHARED: SHARED_SEARCH, **METHOD_SEARCH}
+        allowed = {SHARED: SHARED_SEARCH, **{method: method_search(method) for method in METHODS.names()}}
         unknown_keys = sorted(set(self.search) - set(allowed))
         if unknown_keys:
             raise ConfigError(f"search: unknown key(s) {unknown_keys}; allowed: {SHARED} (lr, weight_decay "
-                              f"for every method) and the methods {sorted(METHOD_SEARCH)}")
+                              f"for every method) and the methods {METHODS.names()}")
         for key, ranges in self.search.items():
             if not isinstance(ranges, dict):
                 raise ConfigError(f"search.{key}: {ranges!r} is not allowed; give a mapping of parameter "

@@ -3,14 +3,20 @@
 Range convention (presets use it too): a two-element list is a range (integers if both
 ends are integers; log-uniform for lr and weight_decay), a longer list is a categorical
 choice, a single value is fixed. Ranges are static so that the multivariate TPE sampler
-sees one search space per cell; the configuration check makes sure the largest tau_max x
-stage_epochs still leaves the minimum phase-2 length inside the budget.
+sees one search space per cell; the configuration check asks each method whether the most
+demanding corner of its space fits the budget (Annealing-KD: the largest tau_max x
+stage_epochs must leave the minimum phase-2 length).
+
+Besides its parameters, a method's space may hold keys it declares itself (kd/methods):
+`budget_fractions` (a parameter in epochs, searched as a fraction of the budget) and
+`search_settings` (constraints on the space, not sampled).
 """
 from __future__ import annotations
 
 from typing import Any, Protocol
 
 from kd.config import ConfigError
+from kd.methods import METHODS
 
 LOG_SCALE = {"lr", "weight_decay"}  # the range convention's log-uniform parameters
 
@@ -21,10 +27,6 @@ class Ranges(Protocol):
     epochs: int
 
     def search_space(self, method: str) -> dict[str, Any]: ...
-
-
-# Keys of the ranges that are not TrainConfig fields but shape the space.
-_DERIVED = {"min_phase2_epochs", "psi_fraction"}
 
 
 def _suggest(trial, name: str, spec: Any) -> Any:
@@ -38,10 +40,18 @@ def _suggest(trial, name: str, spec: Any) -> Any:
     return trial.suggest_categorical(name, spec)
 
 
-def _to_train_params(study: Ranges, values: dict[str, Any]) -> dict[str, Any]:
-    params = {k: v for k, v in values.items() if k not in _DERIVED}
-    if "psi_fraction" in values:  # continuation: psi ramps over a fraction of the budget
-        params["psi_epochs"] = max(1, round(values["psi_fraction"] * study.epochs))
+def _sampled(method: str, ranges: dict[str, Any]) -> dict[str, Any]:
+    """The ranges that are sampled (or fixed): all but the method's search settings."""
+    settings = METHODS.get(method).search_settings
+    return {name: spec for name, spec in ranges.items() if name not in settings}
+
+
+def _to_train_params(study: Ranges, method: str, values: dict[str, Any]) -> dict[str, Any]:
+    fractions = METHODS.get(method).budget_fractions
+    params = {k: v for k, v in values.items() if k not in fractions}
+    for key, param in fractions.items():  # e.g. Continuation-KD's psi ramp over a fraction of the budget
+        if key in values:
+            params[param] = max(1, round(values[key] * study.epochs))
     return params
 
 
@@ -50,29 +60,22 @@ class MethodSpace:
 
     def __init__(self, study: Ranges, method: str):
         self.study = study
+        self.method = method
         self.ranges = study.search_space(method)
 
     def __call__(self, trial) -> dict[str, Any]:
-        values = {name: _suggest(trial, name, spec) for name, spec in self.ranges.items()
-                  if name != "min_phase2_epochs"}
-        return _to_train_params(self.study, values)
+        values = {name: _suggest(trial, name, spec) for name, spec in _sampled(self.method, self.ranges).items()}
+        return _to_train_params(self.study, self.method, values)
 
 
 def corner_params(study: Ranges, method: str, pick=max) -> dict[str, Any]:
     """One corner of the space: with max, the most demanding schedule the search can ask
     for; with min, the smallest values (a zero or negative learning rate shows up here)."""
-    values = {}
-    for name, spec in study.search_space(method).items():
-        if name == "min_phase2_epochs":
-            continue
-        values[name] = pick(spec) if isinstance(spec, list) else spec
-    params = _to_train_params(study, values)
-    if method == "annealing" and pick is max:
-        min_phase2 = study.search_space(method).get("min_phase2_epochs", 1)
-        needed = params["tau_max"] * params["stage_epochs"] + min_phase2
-        if needed > study.epochs:
-            raise ConfigError(
-                f"epochs: {study.epochs} is not allowed; the annealing search can ask for tau_max "
-                f"{params['tau_max']} x stage_epochs {params['stage_epochs']} plus "
-                f"{min_phase2} phase-2 epochs = {needed} epochs (raise epochs or narrow search.annealing)")
+    space = study.search_space(method)
+    values = {name: pick(spec) if isinstance(spec, list) else spec for name, spec in _sampled(method, space).items()}
+    params = _to_train_params(study, method, values)
+    if pick is max:
+        problem = METHODS.get(method).check_search(params, space, study.epochs)
+        if problem:
+            raise ConfigError(f"epochs: {study.epochs} is not allowed; {problem}")
     return params

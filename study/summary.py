@@ -19,18 +19,28 @@ from optuna.trial import TrialState
 
 # The reader owns the metric columns: analysis/ must load a summary without Ray or Optuna.
 from analysis.load import METRIC_COLUMNS
+from kd.methods import METHODS, ordered
 from study.config import StudyConfig
 from study.ledger import LEDGER_FILE, RERUN, SEARCH, Ledger
 from study.trainable import FINAL_FILE, trial_folder
 
+# The parameter columns every summary has had, in their order (readers and reports of existing
+# experiments rely on them); the parameters of the study's other methods follow (param_columns).
 PARAM_COLUMNS = ("tau_max", "stage_epochs", "lr", "weight_decay", "temperature", "alpha",
                  "psi_epochs", "margin")
-COLUMNS = ["trial_id", "optuna_trial", "stage", "cell", "dataset", "method", "teacher", "student", "assistant",
-           "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "config",
-           *PARAM_COLUMNS, "status", "reason", "metric", "best_val_acc", "test_acc", *METRIC_COLUMNS,
-           "epochs_run", "epochs_budget", "seconds", "node", "trial_dir", "audit"]
+_BEFORE_PARAMS = ["trial_id", "optuna_trial", "stage", "cell", "dataset", "method", "teacher", "student", "assistant",
+                  "teacher_params", "student_params", "capacity_ratio", "teacher_test_acc", "seed", "config"]
+_AFTER_PARAMS = ["status", "reason", "metric", "best_val_acc", "test_acc", *METRIC_COLUMNS,
+                 "epochs_run", "epochs_budget", "seconds", "node", "trial_dir", "audit"]
+COLUMNS = [*_BEFORE_PARAMS, *PARAM_COLUMNS, *_AFTER_PARAMS]
 STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
           TrialState.RUNNING: "running"}
+
+
+def param_columns(methods: list[str]) -> list[str]:
+    """PARAM_COLUMNS, then every other parameter the methods declare, in the papers' order."""
+    declared = [p.name for method in ordered(methods) for p in METHODS.get(method).params]
+    return [*PARAM_COLUMNS, *dict.fromkeys(name for name in declared if name not in PARAM_COLUMNS)]
 
 
 def _last_result(folder: Path) -> dict[str, Any]:
@@ -67,8 +77,10 @@ def _reason(status: str, last: dict[str, Any], folder: Path) -> str:
 def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.DataFrame,
                   param_counts: dict[str, int]) -> pd.DataFrame:
     exp_dir = Path(exp_dir)
+    params_seen = param_columns(study.methods)
+    columns = [*_BEFORE_PARAMS, *params_seen, *_AFTER_PARAMS]
     if not (exp_dir / LEDGER_FILE).is_file():
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     ledger = Ledger(study, exp_dir, name)
     teacher_row = teachers[teachers.role == "teacher"].iloc[0] if len(teachers) else None
     teacher_params = param_counts[study.teacher]
@@ -91,12 +103,12 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                     "trial_id": attrs.get("tune_trial", ""), "optuna_trial": trial.number, "stage": stage,
                     "cell": cell, "dataset": study.dataset, "method": method,
                     "teacher": study.teacher, "student": student,
-                    "assistant": study.assistant if method == "takd" else "",
+                    "assistant": study.assistant if METHODS.get(method).needs_assistant else "",
                     "teacher_params": teacher_params, "student_params": param_counts[student],
                     "capacity_ratio": teacher_params / param_counts[student],
                     "teacher_test_acc": float(teacher_row.test_acc) if teacher_row is not None else math.nan,
                     "seed": attrs.get("seed", study.seed), "config": json.dumps(params, sort_keys=True),
-                    **{p: params.get(p, math.nan) for p in PARAM_COLUMNS},
+                    **{p: params.get(p, math.nan) for p in params_seen},
                     "status": status, "reason": _reason(status, last, folder),
                     # best_val_acc and test_acc hold the task's primary metric (accuracy for images)
                     "metric": last.get("primary_metric", ""),
@@ -110,4 +122,4 @@ def build_summary(exp_dir: Path, study: StudyConfig, name: str, teachers: pd.Dat
                     "node": f"{last.get('node_ip', '')}/{str(last.get('node_id', ''))[:8]}",
                     "trial_dir": str(folder.relative_to(exp_dir)), "audit": stage == "audit",
                 })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=columns)

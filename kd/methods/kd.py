@@ -6,12 +6,23 @@ A regression output has no softmax to soften: there the form is
 import torch.nn.functional as F
 
 from kd.losses import soft_kl
-from kd.methods.base import METHODS, Method
+from kd.methods.base import METHODS, Method, Param
+
+TEMPERATURE = Param("temperature", float, 4.0, "softmax temperature", low=0.0, above_low=True)
+ALPHA = Param("alpha", float, 0.9, "weight of the distillation term", low=0.0, high=1.0)
+# TAKD's sets (its repository's search_space.json)
+TAKD_SEARCH = {"temperature": [1, 2, 5, 10, 15, 20], "alpha": [round(0.05 * i, 2) for i in range(1, 21)]}
 
 
 @METHODS.register("kd")
 class HintonKD(Method):
+    label = "Hinton KD"
+    reference = "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network (2015, arXiv 1503.02531)"
+    rule = "(1 - alpha) CE + alpha tau^2 KL"
+    colour, marker, order = "#0072B2", "s", 10
     needs_teacher = True
+    params = (TEMPERATURE, ALPHA)
+    search = TAKD_SEARCH
 
     def losses(self, student_logits, teacher_logits, labels, ctx):
         # The two terms are reported apart; their sum is exactly losses.hinton_kd_loss

@@ -10,4 +10,9 @@ from kd.methods.kd import HintonKD
 
 @METHODS.register("takd")
 class TeacherAssistantKD(HintonKD):
+    label = "TAKD"
+    reference = ("Mirzadeh et al., Improved Knowledge Distillation via Teacher Assistant (AAAI 2020, "
+                 "arXiv 1902.03393)")
+    rule = "Hinton KD from the assistant"
+    colour, marker, order = "#CC79A7", "D", 20
     needs_assistant = True
