@@ -138,9 +138,21 @@ def test_declarations_drive_labels_order_and_style():
     assert ordered() == sorted(METHODS.names(), key=lambda m: METHODS.get(m).order)
     assert ordered()[:2] == ["ce", "kd"]
     assert figures.style("annealing") == ("#D55E00", "^", "Annealing-KD")
-    assert figures.style("takd")[2] == "TAKD"  # its own label, not its parent's (Hinton KD)
     assert figures.style("not-a-method") == (Method.colour, Method.marker, "not-a-method")
     assert tables.method_key("continuation") < tables.method_key("not-a-method")
+
+
+def test_a_subclass_is_never_labelled_as_its_parent(monkeypatch):
+    from kd.methods.kd import HintonKD
+
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # registered for this test only
+
+    class SharperKD(HintonKD):  # declares no label of its own
+        pass
+
+    METHODS.register("sharper_kd")(SharperKD)
+    assert figures.style("sharper_kd")[2] == "sharper_kd" and figures.style("kd")[2] == "Hinton KD"
+    assert figures.style("takd")[2] == "TAKD"
 
 
 def test_every_method_parameter_is_an_option_naming_its_methods():
