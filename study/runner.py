@@ -37,6 +37,7 @@ from study.summary import COLUMNS, build_summary
 from study.teachers import count_model, write_json
 
 TRAINABLE_NAME = "run_trial"
+TEXT_ONLY = ("description", "cost")  # StudyConfig keys a resume may see changed
 
 
 def git_revision() -> str:
@@ -80,8 +81,10 @@ class Study:
             except (ValueError, KeyError) as error:
                 raise ConfigError(f"--resume: {self.exp_dir / 'study.json'} is not a study record "
                                   f"({type(error).__name__}: {error})") from None
-            if saved != self.config.to_dict():
-                changed = sorted(k for k in saved if saved[k] != self.config.to_dict().get(k))
+            # a preset's one-line description and cost estimate are text: rewording them changes no run
+            current = self.config.to_dict()
+            changed = sorted(k for k in {*saved, *current} - set(TEXT_ONLY) if saved.get(k) != current.get(k))
+            if changed:
                 raise ConfigError(f"--resume: the configuration differs from the saved one in {changed}")
             check_ledger_readable(self.exp_dir / LEDGER_FILE)
         self.exp_dir.mkdir(parents=True, exist_ok=True)

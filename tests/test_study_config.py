@@ -1,4 +1,5 @@
 """Study configuration and CLI: presets, and every bad input refused before Ray starts."""
+import json
 import sys
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import yaml
 
 import run_study
+from kd.config import ConfigError
 from study.config import StudyConfig, preset_names
 
 
@@ -93,6 +95,20 @@ def test_existing_experiment_needs_resume(tmp_path, capsys):
     assert code == 2 and "name: 'smoke' is not allowed; experiment" in out.err and "--resume" in out.err
     code, out = run_cli(["run", "--preset", "smoke", "--storage", str(tmp_path), "--name", "other", "--resume"], capsys)
     assert code == 2 and "cannot be resumed" in out.err
+
+
+def test_a_resume_ignores_a_reworded_description_and_cost_but_not_a_changed_run(tmp_path):
+    from study.runner import Study
+
+    first = Study(StudyConfig.preset("smoke"), tmp_path, "smoke", preset="smoke")
+    first.prepare(resume=False)
+    first.write_info("interrupted")
+    reworded = StudyConfig.preset("smoke").replace(description="another line", cost="~2 min")
+    Study(reworded, tmp_path, "smoke", preset="smoke").prepare(resume=True)
+    with pytest.raises(ConfigError, match=r"differs from the saved one in \['epochs'\]$"):
+        Study(reworded.replace(epochs=9, cost="~3 min"), tmp_path, "smoke").prepare(resume=True)
+    info = json.loads((tmp_path / "smoke" / "study.json").read_text())
+    assert info["config"]["description"] == StudyConfig.preset("smoke").description  # the record stays
 
 
 def test_search_space_is_define_by_run_and_feasible():
