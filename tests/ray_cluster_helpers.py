@@ -31,7 +31,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,6 +260,20 @@ def start_head(num_cpus: int = 2, object_store_mb: int = 256,
         head.stop()
         raise
     return head
+
+
+@contextmanager
+def running_head(**start_args) -> Iterator[LocalHead]:
+    """A head for the duration of a `with` block (a module's fixture); on the way out, stopped
+    and its files removed, and no process of it may survive."""
+    head = start_head(**start_args)
+    try:
+        yield head
+    finally:
+        head.stop()
+        leftovers = head.remaining_pids()
+        head.cleanup_files()
+        assert not leftovers, f"Ray processes survived teardown: {leftovers}"
 
 
 def _wait_ready(head: LocalHead, timeout: float) -> None:

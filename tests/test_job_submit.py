@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ray_cluster_helpers import LocalHead, start_head  # noqa: E402
+from ray_cluster_helpers import LocalHead, running_head  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,14 +75,8 @@ JOB = smoke_study_job
 
 @pytest.fixture(scope="module")
 def ray_head():
-    head = start_head(num_cpus=2)
-    try:
+    with running_head(num_cpus=2) as head:
         yield head
-    finally:
-        head.stop()
-        leftovers = head.remaining_pids()
-        head.cleanup_files()
-        assert not leftovers, f"Ray processes survived teardown: {leftovers}"
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ray_cluster_helpers import LOOPBACK, LocalHead, free_port, start_head  # noqa: E402
+from ray_cluster_helpers import LOOPBACK, LocalHead, free_port, running_head  # noqa: E402
 
 from study import metrics as study_metrics  # noqa: E402
 
@@ -188,14 +188,8 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    head = start_head(num_cpus=2, extra_env={"RAY_metrics_report_interval_ms": str(REPORT_MS)})
-    try:
+    with running_head(num_cpus=2, extra_env={"RAY_metrics_report_interval_ms": str(REPORT_MS)}) as head:
         yield head
-    finally:
-        head.stop()
-        leftovers = head.remaining_pids()
-        head.cleanup_files()
-        assert not leftovers, f"Ray processes survived teardown: {leftovers}"
 
 
 @pytest.fixture(scope="module")
