@@ -144,8 +144,8 @@ def _search(cfg: dict[str, Any], pruning: dict[str, Any]) -> str:
         sampler = f"Optuna TPE (multivariate, constant liar) after {cfg['startup_trials']} random trials"
     pruner = str(cfg.get("pruner") or "not recorded")
     if pruning.get("decision_steps"):
-        pruner += (" within each cell, trials compared at the same epoch of their final phase (every epoch "
-                   "for CE, KD and TAKD; Annealing-KD's phase 2; Continuation-KD once psi = 1), deciding at "
+        pruner += (f" within each cell, trials compared at the same epoch of their final phase "
+                   f"({_final_phases(cfg.get('methods') or [])}), deciding at "
                    f"final-phase epochs {', '.join(map(str, pruning['decision_steps']))}")
     elif cfg.get("grace_epochs") is not None and pruner != "none":
         pruner += f" (never before epoch {cfg['grace_epochs']})"
@@ -154,6 +154,21 @@ def _search(cfg: dict[str, Any], pruning: dict[str, Any]) -> str:
     if cfg.get("audit_pruned"):
         text += f"; {cfg['audit_pruned']} pruned configuration(s) per cell re-run to completion (audit)"
     return text
+
+
+def _final_phases(methods: list[str]) -> str:
+    """Where each method's final phase starts, as the methods declare it: 'every epoch for CE
+    and Hinton KD; once psi = 1 for Continuation-KD'."""
+    groups: dict[str, list[str]] = {}
+    for method in sorted(methods, key=method_key):
+        found = method_of(method)
+        phrase = found.final_phase if found is not None else "as its method declares (not loadable here)"
+        groups.setdefault(phrase, []).append(found.label if found is not None else method)
+    return "; ".join(f"{phrase} for {_and(labels)}" for phrase, labels in groups.items())
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _revision(revision) -> str:

@@ -93,7 +93,8 @@ class TeacherStage:
         # at once. A CPU freed later, when the task ends, would go to a new actor that the
         # running trials' actors, reused, beat to every pending trial while it imports torch;
         # one slot would then only ever start actors that Tune removes again.
-        task = ray.remote(num_cpus=0, num_gpus=self.config.gpus_per_trial)(prepare_role)
+        task = ray.remote(num_cpus=0, num_gpus=self.config.gpus_per_trial)(prepare_role).options(
+            **off_trialless_nodes(self.config))
         values = self.config.to_dict()
         self.refs["teacher"] = task.remote(values, "teacher", str(self.store), str(self.row_file("teacher")))
         if "assistant" in self.roles:  # distils from the teacher: waits for its task
@@ -132,6 +133,21 @@ class TeacherStage:
         rows = [self.row(role) for role in self.roles if self.row_file(role).is_file()]
         if rows:
             pd.DataFrame(rows).to_csv(self.exp_dir / "teachers.csv", index=False)
+
+
+def off_trialless_nodes(config: StudyConfig) -> dict[str, Any]:
+    """Task options that keep a role task off the nodes no trial fits on, such as a cluster's
+    head started with CPU 0 (cluster.yaml): a task that asks for no CPU goes to the driver's
+    node when it can, and under Ray Jobs that is the head, which has the GCS, the dashboard and
+    the driver to serve. A node that joins later is allowed unless it is as small."""
+    import ray
+
+    small = [node["NodeID"] for node in ray.nodes() if node["Alive"] and (
+        node["Resources"].get("CPU", 0) < config.cpus_per_trial
+        or node["Resources"].get("GPU", 0) < config.gpus_per_trial)]
+    if not small:
+        return {}
+    return {"label_selector": {"ray.io/node-id": f"!in({','.join(small)})"}}
 
 
 def prepare_role(values: dict[str, Any], role: str, store_root: str, row_file: str,

@@ -261,6 +261,19 @@ def test_protocol_states_the_pruning_rule_and_utilisation_the_study_recorded(exp
     assert "same epoch of their final phase" in block["Search"] and "final-phase epochs 2, 4, 8" in block["Search"]
 
 
+def test_protocol_says_where_each_studied_methods_final_phase_starts(exp):
+    """Read from the methods' declarations, for the methods of this study only."""
+    methods = ["continuation", "dkd", "ce", "annealing", "kd", "no_such_plugin"]
+    recorded = dataclasses.replace(exp, info={**exp.info, "pruning": {"decision_steps": [2, 4]},
+                                              "config": {**exp.config, "methods": methods}})
+    search = dict(protocol.protocol(recorded))["Search"]
+    assert ("(every epoch for CE (no teacher), Hinton KD and DKD; from phase 2 on for Annealing-KD; "
+            "once psi = 1 for Continuation-KD; as its method declares (not loadable here) for no_such_plugin)"
+            in search)
+    recorded = dataclasses.replace(recorded, info={**recorded.info, "config": {**exp.config, "methods": ["ce"]}})
+    assert "(every epoch for CE (no teacher))" in dict(protocol.protocol(recorded))["Search"]
+
+
 # ---------------------------------------------------------------------------- figures
 def test_gap_curve_has_a_point_per_method_and_student(exp, raw):
     fig = figures.gap_curve_figure(exp)

@@ -15,6 +15,7 @@ STAGE_EPOCHS = Param("stage_epochs", int, 3, "epochs per temperature step", low=
 @METHODS.register("annealing")
 class AnnealingKD(Method):
     label = "Annealing-KD"
+    final_phase = "from phase 2 on"
     reference = ("Jafari, Rezagholizadeh, Sharma and Ghodsi, Annealing Knowledge Distillation (EACL 2021, "
                  "arXiv 2104.07163); code huawei-noah/Efficient-NLP, Annealing_KD/")
     rule = ("phase 1 lasts tau_max x stage_epochs epochs (MSE onto Phi(T) z_t); phase 2 (CE from the best "

@@ -81,6 +81,9 @@ class Method:
     colour: ClassVar[str] = "#E69F00"      # the same colour and marker in every figure
     marker: ClassVar[str] = "P"
     order: ClassVar[int] = 100             # place in tables and verdicts (the papers' order)
+    # When its runs are comparable on validation accuracy (the pruner's clock, final_phase_epochs),
+    # in the words of the report's protocol: "<label> <final_phase>"
+    final_phase: ClassVar[str] = "every epoch"
     needs_teacher: ClassVar[bool] = False
     needs_assistant: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = ()

@@ -18,6 +18,7 @@ MARGIN = Param("margin", float, 0.0, "hinge margin m", low=0.0)
 @METHODS.register("continuation")
 class ContinuationKD(Method):
     label = "Continuation-KD"
+    final_phase = "once psi = 1"
     reference = ("Jafari et al., Continuation KD: Improved Knowledge Distillation through the Lens of "
                  "Continuation Optimization (Findings of EMNLP 2022, arXiv 2212.05998)")
     rule = ("T steps down every floor(epochs / tau_max) epochs over the whole run (Algorithm 1); psi "
