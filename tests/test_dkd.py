@@ -119,6 +119,10 @@ def test_impossible_configurations_are_refused(changes, message):
     assert str(refused.value).startswith(message)
 
 
+def test_a_warm_up_as_long_as_the_run_is_allowed():
+    assert config(epochs=20, dkd_warmup_epochs=20).dkd_warmup_epochs == 20
+
+
 def test_it_trains(tiny_teacher):
     _, base, teacher_path = tiny_teacher
     cfg = TrainConfig.from_dict({**base.to_dict(), "method": "dkd", "epochs": 3, "dkd_warmup_epochs": 2,

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -42,9 +43,12 @@ class LogitMatch(Method):
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("elsewhere") / "my_methods" / "logit_match.py"
-    path.parent.mkdir()
+def plugin() -> Path:
+    # One folder per user rather than pytest's per-session one: a process that runs the tests
+    # twice (mutmut's) then names the same file again, which registers nothing new, where a
+    # second file registering "logit_match" is refused
+    path = Path(tempfile.gettempdir()) / f"kd-plugin-test-{os.getuid()}" / "my_methods" / "logit_match.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(PLUGIN)
     assert ROOT not in path.parents
     load_plugins([str(path)])
