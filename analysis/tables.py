@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.load import Experiment
-from kd.methods import METHODS, Method
+from kd.methods import METHODS, Method, order_key
 
 SELECTION_RULE = "checkpoint with best validation accuracy; test accuracy reported for that checkpoint"
 PAPER_SELECTION_RULE = ("checkpoint with best TEST accuracy (paper_protocol, as the official code); "
@@ -27,11 +27,7 @@ def method_of(method: str) -> type[Method] | None:
     return METHODS.get(method) if method in METHODS else None
 
 
-def method_key(method: str) -> tuple[float, str]:
-    """Sort key: methods in the order of the papers' tables (each method's `order`), unknown
-    ones after, by name."""
-    found = method_of(method)
-    return (found.order if found is not None else math.inf, method)
+method_key = order_key  # methods in the order of the papers' tables, unknown ones after, by name
 
 
 def sort_rows(df: pd.DataFrame, *by: str) -> pd.DataFrame:

@@ -9,6 +9,7 @@ per process.
 import hashlib
 import importlib
 import importlib.util
+import math
 import os
 import pkgutil
 import sys
@@ -27,9 +28,15 @@ def build_method(cfg) -> Method:
     return METHODS.get(cfg.method, field="method")(cfg)
 
 
+def order_key(name: str) -> tuple[float, str]:
+    """Sort key: methods in the papers' order (each method's `order`), then by name; a name this
+    process does not know (a report's plugin it could not load) after every known one."""
+    return (METHODS.get(name).order if name in METHODS else math.inf, name)
+
+
 def ordered(names=None) -> list[str]:
-    """Method names in the papers' order (each method's `order`), the registered ones by default."""
-    return sorted(METHODS.names() if names is None else names, key=lambda name: (METHODS.get(name).order, name))
+    """Method names in the papers' order, the registered ones by default."""
+    return sorted(METHODS.names() if names is None else names, key=order_key)
 
 
 def is_plugin_file(spec: str) -> bool:
@@ -68,4 +75,4 @@ def load_plugins(specs, field: str = PLUGINS_ENV) -> None:
 load_plugins(os.environ.get(PLUGINS_ENV, "").split(os.pathsep))
 
 __all__ = ["METHODS", "PLUGINS_ENV", "EpochContext", "Method", "Param", "Phase", "build_method", "load_plugins",
-           "ordered"]
+           "order_key", "ordered"]
