@@ -132,6 +132,18 @@ class Ledger:
         names = {s.study_name for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)}
         return self.trials(cell, kind) if self.study_name(cell, kind) in names else []
 
+    def best_value(self, cell: str) -> float | None:
+        """The best validation score on record in the cell, search and re-runs: a completed
+        trial's value, a pruned one's last report (a best so far too). None before any."""
+        values = []
+        for kind in (SEARCH, RERUN):
+            for trial in self.trials(cell, kind):
+                if trial.state == TrialState.COMPLETE:
+                    values.append(trial.value)
+                elif trial.state == TrialState.PRUNED and trial.intermediate_values:
+                    values.append(max(trial.intermediate_values.values()))
+        return max(values, default=None)
+
     def study_name(self, cell: str, kind: str) -> str:
         return {SEARCH: f"{self.name}:{cell}", RERUN: f"{self.name}:{cell}:{RERUN}"}[kind]
 

@@ -46,7 +46,9 @@ class StudyMetrics(Callback):
     per study: running trials over the cluster's trial slots (the live counterpart of
     study.json's utilisation)."""
 
-    def __init__(self, study: str, slots: int):
+    def __init__(self, study: str, slots: int, best_on_record: dict[str, float] | None = None):
+        """`best_on_record`: each cell's best validation accuracy in the ledger, so that a resumed
+        study's gauge starts from its past, not from the first result of the new session."""
         self.study, self.slots = study, max(1, slots)
         self.started = Counter("kd_trials_started", "trials started", tag_keys=CELL_TAGS)
         self.completed = Counter("kd_trials_completed", "trials that ran their full budget", tag_keys=CELL_TAGS)
@@ -63,9 +65,11 @@ class StudyMetrics(Callback):
                                  tag_keys=("study",))
         # Trials started and not ended (one waiting for its retry included: it is not started twice)
         self.running: dict[str, _Running] = {}
-        self.best_seen: dict[str, float] = {}
+        self.best_seen: dict[str, float] = dict(best_on_record or {})
         self.phases: dict[str, set[int]] = {}  # per cell, every phase series exported so far
         self.refreshed = time.monotonic()
+        for cell in self.best_seen:
+            self._publish(cell)
 
     def _tags(self, cell: str) -> dict[str, str]:
         return {"study": self.study, "cell": cell}

@@ -119,6 +119,11 @@ class StudyPlanner(Searcher):
                 if t.user_attrs.get("stage") == "rerun"}
         return max(self.config.rerun_seeds, len(seen), self.extra_seeds.get(student, 0))
 
+    def best_on_record(self) -> dict[str, float]:
+        """Each cell's best validation accuracy in the ledger; cells with none are left out."""
+        best = {cell: self.ledger.best_value(cell) for cell in self.cells}
+        return {cell: value for cell, value in best.items() if value is not None}
+
     def cells_of(self, student: str) -> list[str]:
         return [c for c, (s, _) in self.cells.items() if s == student]
 

@@ -156,3 +156,20 @@ def test_a_confirmation_a_killed_session_left_running_resumes_from_its_own_folde
     again = second.suggest("k0b")
     assert (again["stage"], again["seed"], again["params"]) == ("confirm", 1006, confirm["params"])
     assert again["resume_from"] == str(trial_folder(str(tmp_path), {"cell": CE, "stage": "confirm"}, "k0"))
+
+
+def test_a_new_session_starts_from_each_cells_best_validation_score_on_record(make_planner):
+    """The metrics gauge of a resumed study (StudyMetrics' best_on_record) starts from here."""
+    first = make_planner(methods=("ce", "kd"), trials_per_cell=2)
+    cells = {t: first.suggest(t)["cell"] for t in "abcd"}
+    assert cells == {"a": CE, "b": KD, "c": CE, "d": KD}
+    finish(first, "a", 60.0)
+    assert not first.report_and_should_prune("b", 75.0, 3)
+    first.mark_pruned("b")
+    first.on_trial_complete("b", {"best_val_acc": 75.0, "finished": False})  # pruned: its last report counts
+    finish(first, "c", 62.0)
+    first.on_trial_complete("d", {"best_val_acc": 99.0, "finished": True, "diverged": True})  # failed: no score
+    assert make_planner(methods=("ce", "kd"), trials_per_cell=2).best_on_record() == {CE: 62.0, KD: 75.0}
+    assert (first.suggest("r")["cell"], first.suggest("r2")["stage"]) == (CE, "rerun")
+    finish(first, "r", 81.0)  # a re-run's score counts too
+    assert make_planner(methods=("ce", "kd"), trials_per_cell=2).best_on_record() == {CE: 81.0, KD: 75.0}

@@ -151,6 +151,22 @@ def test_study_metrics_are_per_cell_and_forget_ended_trials(exported):
     assert sum(len(m.values) for m in exported.values()) == 2 * 9 + 1
 
 
+
+def test_a_resumed_study_shows_each_cells_best_on_record_from_the_start(exported):
+    cb = study_metrics.StudyMetrics("s", slots=2, best_on_record={"c1": 70.0, "c2": 55.0})
+    assert value(exported, "kd_cell_best_val_acc", "c1") == 70 and value(exported, "kd_cell_best_val_acc", "c2") == 55
+    assert value(exported, "kd_cell_running_trials", "c1", phase="1") == 0
+    trial = SimpleNamespace(trial_id="a", config={"cell": "c1"}, last_result={})
+    cb.on_trial_start(iteration=0, trials=[], trial=trial)
+    cb.on_trial_result(iteration=0, trials=[], trial=trial, result={"phase": 1, "best_val_acc": 65.0})
+    assert value(exported, "kd_cell_best_val_acc", "c1") == 70  # below the past best: not the cell's best
+    cb.on_trial_result(iteration=0, trials=[], trial=trial, result={"phase": 1, "best_val_acc": 72.5})
+    assert value(exported, "kd_cell_best_val_acc", "c1") == 72.5
+    exported["kd_cell_best_val_acc"].values.clear()
+    cb.refreshed -= study_metrics.REFRESH_SECONDS
+    cb.on_step_end(iteration=0, trials=[])  # a cell no trial of this session has touched is refreshed too
+    assert value(exported, "kd_cell_best_val_acc", "c2") == 55
+
 # ----------------------------------------------------------------------------- slow: Prometheus
 def http_json(url: str, timeout: float = 10.0) -> dict:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
