@@ -283,7 +283,10 @@ def _verdict_blocks(exp: Experiment, csv, title: str, suffix: str) -> list[Block
                    f"test says so; otherwise `no detectable difference`, with the minimum detectable effect "
                    f"(MDE: the difference found with {verdict.POWER:.0%} power at the strictest Holm level, "
                    f"α/{len(tested)}; here {num(tested['mde'].min())}–{num(tested['mde'].max())} points). "
-                   f"Every interval and p-value is in `verdict{suffix}.csv`."),
+                   f"Every interval and p-value is in `verdict{suffix}.csv`. The seeds vary the training of "
+                   f"each cell's selected configuration, not the search that selected it: a run of the study "
+                   f"with another `--seed` may pick other configurations and differ by more than these "
+                   f"intervals allow (README, \"Does its answer replicate?\")."),
     ]
     return blocks
 

@@ -140,6 +140,14 @@ def gap_sentence(exp: Experiment, method: str = "annealing") -> str:
     return f"{answer}; {slope}; share of the CE-teacher gap it closes: {closed}."
 
 
+def welch_half_width(sd_a, n_a, sd_b, n_b):
+    """Half-width of the 95% Welch interval of the difference of two independent means (works
+    on numbers and on pandas columns alike)."""
+    var_a, var_b = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (n_a - 1) + var_b ** 2 / (n_b - 1))  # Welch-Satterthwaite
+    return stats.t.ppf(0.975, df) * np.sqrt(var_a + var_b)
+
+
 def replication(first: Experiment, second: Experiment) -> pd.DataFrame:
     """Two runs of the same study (other seeds): each cell's difference of headline means and
     the 95% Welch interval of that difference. A cell whose difference lies outside it
@@ -147,11 +155,7 @@ def replication(first: Experiment, second: Experiment) -> pd.DataFrame:
     keep = ["method", "student", "capacity_ratio", "test_mean", "test_std", "n_seeds"]
     joined = tables.gap_table(first)[keep].merge(tables.gap_table(second)[keep], on=["method", "student"],
                                                  suffixes=("_a", "_b"))
-    var_a = joined["test_std_a"] ** 2 / joined["n_seeds_a"]
-    var_b = joined["test_std_b"] ** 2 / joined["n_seeds_b"]
-    # Welch-Satterthwaite degrees of freedom
-    df = (var_a + var_b) ** 2 / (var_a ** 2 / (joined["n_seeds_a"] - 1) + var_b ** 2 / (joined["n_seeds_b"] - 1))
-    half = stats.t.ppf(0.975, df) * np.sqrt(var_a + var_b)
+    half = welch_half_width(joined["test_std_a"], joined["n_seeds_a"], joined["test_std_b"], joined["n_seeds_b"])
     joined["difference"] = joined["test_mean_a"] - joined["test_mean_b"]
     joined["ci95_half_width"] = half
     joined["within"] = joined["difference"].abs() <= half
@@ -160,10 +164,25 @@ def replication(first: Experiment, second: Experiment) -> pd.DataFrame:
 
 
 def verdict_agreement(first: Experiment, second: Experiment) -> pd.DataFrame:
-    """The two runs' verdicts side by side, comparison by comparison."""
+    """The two runs' verdicts side by side, comparison by comparison, and how they disagree.
+
+    `effect_within`: the two runs' paired effects differ by no more than the 95% Welch interval
+    of their difference (as `replication` asks of the cells). `contradict`: better in one run,
+    worse in the other. `beyond_mde`: the verdicts differ although the run that found a
+    difference saw an effect of at least its minimum detectable effect, which the other run
+    should then have detected 4 times in 5: a flip its MDE does not explain. A verdict flips
+    between two honest runs where the effect is near the MDE (detected about half the time)."""
     keys = ["student", "method", "baseline"]
     a, b = verdicts(first), verdicts(second)
-    joined = a[[*keys, "capacity_ratio", "mean_diff", "verdict"]].merge(
-        b[[*keys, "mean_diff", "verdict"]], on=keys, how="outer", suffixes=("_a", "_b"))
+    cols = [*keys, "mean_diff", "sd_diff", "n_pairs", "mde", "verdict"]
+    joined = a[[*cols, "capacity_ratio"]].merge(b[cols], on=keys, how="outer", suffixes=("_a", "_b"))
     joined["agree"] = joined["verdict_a"] == joined["verdict_b"]
+    half = welch_half_width(joined["sd_diff_a"], joined["n_pairs_a"], joined["sd_diff_b"], joined["n_pairs_b"])
+    joined["effect_within"] = (joined["mean_diff_a"] - joined["mean_diff_b"]).abs() <= half
+    joined["contradict"] = ({BETTER, WORSE} == joined[["verdict_a", "verdict_b"]].apply(set, axis=1))
+    found_a = joined["verdict_a"] != NO_DIFFERENCE
+    found_b = joined["verdict_b"] != NO_DIFFERENCE
+    joined["beyond_mde"] = ~joined["agree"] & (
+        (found_a & ~found_b & (joined["mean_diff_a"].abs() >= joined["mde_a"]))
+        | (found_b & ~found_a & (joined["mean_diff_b"].abs() >= joined["mde_b"])))
     return tables.sort_rows(joined, "capacity_ratio", "student", "baseline", "method")

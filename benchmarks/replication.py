@@ -7,8 +7,11 @@ Experiments are taken two at a time, in the order given. For each pair it prints
 cell's headline test means, their difference and the 95% Welch interval of that difference
 (with independent runs a cell lies outside it 1 time in 20: with 20 cells, more than 3
 outside is more than chance allows), then every verdict of the two reports side by side.
-The last lines give, per pair, the cells outside their interval, the verdicts that differ,
-and the widest headline interval (the study's target: at most +-2 points).
+The last lines give, per pair, the cells outside their interval, the verdicts that differ
+(better against worse; or a difference one run found although its effect reached that run's
+minimum detectable effect, which the other run should have found 4 times in 5), the paired
+effects (method minus baseline) whose difference between the runs lies outside its 95% Welch
+interval, and the widest headline interval (the study's target: at most +-2 points).
 """
 from __future__ import annotations
 
@@ -50,16 +53,23 @@ def main() -> None:
             print(f"{row['student']:<10}{row['capacity_ratio']:>7.1f} {row['method']:<13}{row['test_mean_a']:>8.2f}"
                   f"{int(row['n_seeds_a']):>4}{row['test_mean_b']:>8.2f}{int(row['n_seeds_b']):>4}"
                   f"{row['difference']:>+7.2f}{row['ci95_half_width']:>6.2f}  {'yes' if row['within'] else 'NO'}")
-        print(f"{'student':<10}{'method':<13}{'vs':<4}{'A: diff, verdict':<36}{'B: diff, verdict':<36}agree")
+        print(f"{'student':<10}{'method':<13}{'vs':<4}{'A: diff (MDE), verdict':<42}{'B: diff (MDE), verdict':<42}"
+              f"agree  effects within")
         for _, row in agree.iterrows():
+            how = ("yes" if row["agree"] else "CONTRADICT" if row["contradict"] else
+                   "NO, beyond MDE" if row["beyond_mde"] else "NO, near MDE")
             print(f"{row['student']:<10}{row['method']:<13}{row['baseline']:<4}"
-                  f"{row['mean_diff_a']:+6.2f} {row['verdict_a']:<29}{row['mean_diff_b']:+6.2f} "
-                  f"{row['verdict_b']:<29}{'yes' if row['agree'] else 'NO'}")
+                  f"{row['mean_diff_a']:+6.2f} ({row['mde_a']:4.2f}) {row['verdict_a']:<28}"
+                  f"{row['mean_diff_b']:+6.2f} ({row['mde_b']:4.2f}) {row['verdict_b']:<28}"
+                  f"{how:<16}{'yes' if row['effect_within'] else 'NO'}")
         outside = int((~rep["within"]).sum())
         differ = int((~agree["agree"]).sum())
         widest = max(headline_half_width(a), headline_half_width(b))
         lines.append(f"{seeds}: {outside} of {len(rep)} cells outside their 95% interval; "
-                     f"{differ} of {len(agree)} verdicts differ; widest headline interval ±{widest:.2f}")
+                     f"{differ} of {len(agree)} verdicts differ ({int(agree['contradict'].sum())} contradict, "
+                     f"{int(agree['beyond_mde'].sum())} beyond the detecting run's MDE); "
+                     f"{int((~agree['effect_within']).sum())} of {len(agree)} paired effects outside their 95% "
+                     f"interval; widest headline interval ±{widest:.2f}")
     print()
     for line in lines:
         print(line)

@@ -356,6 +356,8 @@ def test_markdown_links_pngs_relatively(report):
     assert "What is missing" in md  # the failed trial
     for row in pd.read_csv(paths["gap_table.csv"]).itertuples():
         assert f"| {row.test_mean:.2f} ± {row.test_std:.2f} |" in md
+    # the verdict says what its intervals leave out: the search's own variation
+    assert "not the search that selected it" in md.split("## Verdict", 1)[1].split("\n## ", 1)[0]
 
 
 def test_report_writes_every_table_as_csv(report, exp):

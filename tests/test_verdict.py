@@ -93,3 +93,33 @@ def test_replication_counts_cells_outside_their_interval():
     table = verdict.replication(a, b).set_index("method")
     assert table.loc["ce", "difference"] == pytest.approx(-0.5) and table.loc["ce", "within"]
     assert table.loc["kd", "difference"] == pytest.approx(10.0) and not table.loc["kd", "within"]
+
+
+def test_verdict_agreement_tells_a_flip_near_the_mde_from_one_beyond_it_and_from_a_contradiction():
+    ce = [80.0, 81.0, 82.0, 83.0, 84.0]
+
+    def run(annealing_gain, kd_gain):
+        return experiment({("s", "ce"): ce, ("s", "annealing"): [c + d for c, d in zip(ce, annealing_gain)],
+                           ("s", "kd"): [c + d for c, d in zip(ce, kd_gain)]}, {"s": 1000})
+
+    # Annealing-KD +2.01 (sd 1, t 4.49, p 0.011: Holm's last step, better) below its MDE at
+    # Bonferroni's level over 3: (t_0.99167,4 + t_0.8,4) x 1 / sqrt(5) = (3.961 + 0.941) / 2.236 = 2.192
+    a = run([3.01, 1.01, 2.01, 3.01, 1.01], [-3.0, -2.9, -3.1, -3.0, -3.0])
+    b = run([1.0, -1.0, 0.5, 1.5, -0.5], [2.0, -4.0, 1.0, -3.0, 0.4])  # +0.30 and -0.72: nothing detected
+    table = verdict.verdict_agreement(a, b).set_index(["method", "baseline"])
+    assert table.loc[("annealing", "ce"), "mde_a"] == pytest.approx(2.192, abs=1e-3)
+    assert not table["agree"].any() and not table["contradict"].any()
+    # a marginal detection may flip; KD's -3.0 (sd 0.07, MDE 0.155) and Annealing-KD's +5.01 over
+    # KD (MDE 2.25) should have been found again (each run's own MDE: b's, 5.7 and 5.3, are larger)
+    assert table["beyond_mde"].to_dict() == {("kd", "ce"): True, ("annealing", "ce"): False,
+                                             ("annealing", "kd"): True}
+    # +2.01 against +0.30: 1.71 apart, Welch interval t_0.975,7.98 x sqrt(0.2 + 0.215) = 1.485
+    assert not table.loc[("annealing", "ce"), "effect_within"]
+
+    c = run([-2.0, -2.1, -1.9, -2.0, -2.0], [-3.0, -2.9, -3.1, -3.0, -3.0])  # Annealing-KD worse than CE
+    table = verdict.verdict_agreement(a, c).set_index(["method", "baseline"])
+    assert table["contradict"].to_dict() == {("kd", "ce"): False, ("annealing", "ce"): True,
+                                             ("annealing", "kd"): False}
+    assert table.loc[("kd", "ce"), "effect_within"] and not table["beyond_mde"].any()
+    same = verdict.verdict_agreement(a, a)
+    assert same["agree"].all() and same["effect_within"].all() and not same["beyond_mde"].any()
