@@ -237,7 +237,8 @@ class Study:
             name=TRIALS_FOLDER, storage_path=str(self.exp_dir),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             # result.json only: the trials write their own per-epoch file and state
-            callbacks=[JsonLoggerCallback(), StudyMetrics(self.name, trial_slots(cluster_hardware(), cfg), planner.best_on_record()),
+            callbacks=[JsonLoggerCallback(),
+                       StudyMetrics(self.name, trial_slots(cluster_hardware(), cfg), planner.best_on_record()),
                        WallClock(self.record_wall), Progress(planner)],
             verbose=1 if self.verbose else 0)
         tune_config = tune.TuneConfig(

@@ -1,6 +1,7 @@
 """The study on a real local Ray instance: the smoke preset end to end, Optuna bookkeeping,
 pruning, divergence, teacher reuse and the dashboard metrics."""
 import json
+import shutil
 import threading
 import time
 import urllib.request
@@ -190,3 +191,26 @@ def test_metrics_port_shows_the_study_metrics(ray_session, tmp_path):
     assert any(line.startswith("ray_kd_trials_started_total{") and 'cell="cnn1d_8-annealing"' in line
                and 'study="metrics"' in line for line in lines)
     assert not any("trial=" in line for line in lines)  # per cell, never per trial: bounded series
+
+
+def test_a_resumed_study_starts_its_best_validation_gauge_from_the_ledger(smoke_experiment, tmp_path, monkeypatch):
+    """Each cell's best so far, as the resumed driver's metrics callback is given it, is the best
+    validation score of the cell's completed and pruned trials in the first session's summary."""
+    from study import metrics
+
+    given = {}
+
+    class Recording(metrics.StudyMetrics):
+        def __init__(self, study, slots, best_on_record=None):
+            given.update(best_on_record or {})
+            super().__init__(study, slots, best_on_record)
+
+    monkeypatch.setattr(metrics, "StudyMetrics", Recording)
+    storage = tmp_path / "storage"
+    shutil.copytree(smoke_experiment.parent, storage)  # the experiment and its teacher store
+    study = Study(StudyConfig.preset("smoke"), storage, smoke_experiment.name, preset="smoke")
+    study.prepare(resume=True)
+    study.run()  # finished already: the session ends at once
+    summary = pd.read_csv(smoke_experiment / "summary.csv")
+    scored = summary[summary.status.isin(["completed", "pruned"])]
+    assert given == pytest.approx(scored.groupby("cell").best_val_acc.max().to_dict())
