@@ -179,9 +179,9 @@ def verdict_agreement(first: Experiment, second: Experiment) -> pd.DataFrame:
     joined["agree"] = joined["verdict_a"] == joined["verdict_b"]
     half = welch_half_width(joined["sd_diff_a"], joined["n_pairs_a"], joined["sd_diff_b"], joined["n_pairs_b"])
     joined["effect_within"] = (joined["mean_diff_a"] - joined["mean_diff_b"]).abs() <= half
-    joined["contradict"] = ({BETTER, WORSE} == joined[["verdict_a", "verdict_b"]].apply(set, axis=1))
     found_a = joined["verdict_a"] != NO_DIFFERENCE
     found_b = joined["verdict_b"] != NO_DIFFERENCE
+    joined["contradict"] = found_a & found_b & ~joined["agree"]
     joined["beyond_mde"] = ~joined["agree"] & (
         (found_a & ~found_b & (joined["mean_diff_a"].abs() >= joined["mde_a"]))
         | (found_b & ~found_a & (joined["mean_diff_b"].abs() >= joined["mde_b"])))
